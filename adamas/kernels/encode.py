@@ -1,0 +1,109 @@
+"""Fused Walsh–Hadamard transform + bucketize + 2-bit pack, one program per block of rows.
+
+The same kernel encodes a chunk of prefill keys ([B, Hkv, L, d]) and one decode token
+([B, H, d]): both are seen as rows of length d. With PACK off it stores the transformed
+values instead, which is `hadamard` on the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _hadamard_encode_kernel(
+    x_ptr,
+    o_ptr,
+    N,
+    stride_xn,
+    stride_on,
+    t0,
+    t1,
+    t2,
+    inv_sqrt_d,
+    D: tl.constexpr,
+    LOG2_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PACK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_n = tl.program_id(0)
+    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    o_d = tl.arange(0, D)
+    # [BLOCK_N, D]
+    b_x = tl.load(x_ptr + o_n[:, None] * stride_xn + o_d[None, :], mask=m_n[:, None], other=0.0).to(tl.float32)
+    for j0 in tl.static_range(0, D, BLOCK_D):
+        o_j = j0 + tl.arange(0, BLOCK_D)
+        # [D, BLOCK_D] Sylvester entries: H[i, j] = (-1) ** popcount(i & j)
+        b_and = o_d[:, None] & o_j[None, :]
+        b_par = tl.zeros([D, BLOCK_D], dtype=tl.int32)
+        for bit in tl.static_range(LOG2_D):
+            b_par = b_par ^ ((b_and >> bit) & 1)
+        b_h = (1 - 2 * b_par).to(tl.float32)
+        # [BLOCK_N, BLOCK_D]; the ±1 products are exact, sums in fp32
+        b_y = tl.dot(b_x, b_h, input_precision=PRECISION) * inv_sqrt_d
+        if PACK:
+            b_c = (b_y > t0).to(tl.int32) + (b_y > t1).to(tl.int32) + (b_y > t2).to(tl.int32)
+            # [BLOCK_N, BLOCK_D // 4, 4] -> one byte per 4 dims, dim j at bit 2 * (j % 4)
+            b_c = tl.reshape(b_c, [BLOCK_N, BLOCK_D // 4, 4])
+            b_shift = 2 * tl.arange(0, 4)
+            b_byte = tl.sum(b_c << b_shift[None, None, :], axis=2)
+            o_b = j0 // 4 + tl.arange(0, BLOCK_D // 4)
+            p_o = o_ptr + o_n[:, None] * stride_on + o_b[None, :]
+            tl.store(p_o, b_byte.to(tl.uint8), mask=m_n[:, None])
+        else:
+            p_o = o_ptr + o_n[:, None] * stride_on + o_j[None, :]
+            tl.store(p_o, b_y.to(o_ptr.dtype.element_ty), mask=m_n[:, None])
+
+
+def _launch(x: torch.Tensor, out: torch.Tensor, thresholds: tuple[float, float, float], pack: bool) -> torch.Tensor:
+    d = x.shape[-1]
+    rows = x.reshape(-1, d)  # [N, d]; a view whenever the rows are evenly strided
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    out_rows = out.view(-1, out.shape[-1])
+    n = rows.shape[0]
+    block_n = 16 if d >= 256 else 32
+    # fp16 and bf16 values are exact in tf32, so the dot stays exact there; fp32 needs ieee
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    grid = (triton.cdiv(n, block_n),)
+    _hadamard_encode_kernel[grid](
+        rows,
+        out_rows,
+        n,
+        rows.stride(0),
+        out_rows.stride(0),
+        *thresholds,
+        1.0 / math.sqrt(d),
+        D=d,
+        LOG2_D=d.bit_length() - 1,
+        BLOCK_N=block_n,
+        BLOCK_D=min(d, 64),
+        PACK=pack,
+        PRECISION=precision,
+    )
+    return out
+
+
+def hadamard(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal Walsh–Hadamard transform over the last dim: x [..., d] -> [..., d], x's dtype.
+
+    d is a power of two in 16..256; fp32, fp16 or bf16. Inputs are trusted (see adamas.ops).
+    """
+    return _launch(x, torch.empty_like(x, memory_format=torch.contiguous_format), (0.0, 0.0, 0.0), pack=False)
+
+
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
+    """2-bit codes of hadamard(x): x [..., d] float -> uint8 [..., d // 4].
+
+    Dim j's code (its bucket 0..3 under the three increasing thresholds, as
+    torch.bucketize(right=False)) sits in byte j // 4 at bit offset 2 * (j % 4).
+    """
+    out = torch.empty(*x.shape[:-1], x.shape[-1] // 4, dtype=torch.uint8, device=x.device)
+    return _launch(x, out, thresholds, pack=True)

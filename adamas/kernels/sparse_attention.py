@@ -1,0 +1,174 @@
+"""Exact softmax attention of one decode query over an index list of K/V rows, split-K.
+
+Each query head's K selected rows are cut into splits; one program per (batch, head,
+split) gathers its rows block by block with an online softmax in fp32 and writes a
+partial (max, sum, accumulator); a second kernel merges the splits by log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+MAX_SPLITS = 16
+
+
+@triton.jit
+def _sparse_attention_partial_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    idx_ptr,
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    K,
+    HQ,
+    scale_log2,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_kh,
+    stride_kl,
+    stride_vb,
+    stride_vh,
+    stride_vl,
+    stride_ib,
+    stride_ih,
+    CHUNK,
+    NUM_SPLITS: tl.constexpr,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    i_bh, i_s = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // HQ, i_bh % HQ
+    i_hkv = i_h // GROUP
+    o_d = tl.arange(0, D)
+    # [D]
+    b_q = tl.load(q_ptr + i_b * stride_qb + i_h * stride_qh + o_d).to(tl.float32) * scale_log2
+    p_k = k_ptr + i_b * stride_kb + i_hkv * stride_kh
+    p_v = v_ptr + i_b * stride_vb + i_hkv * stride_vh
+    p_idx = idx_ptr + i_b * stride_ib + i_h * stride_ih
+    start = i_s * CHUNK
+    end = tl.minimum(start + CHUNK, K)
+    b_m = tl.full([1], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([1], dtype=tl.float32)
+    b_acc = tl.zeros([D], dtype=tl.float32)
+    for off in range(start, end, BLOCK_K):
+        o_k = off + tl.arange(0, BLOCK_K)
+        m_k = o_k < end
+        b_rows = tl.load(p_idx + o_k, mask=m_k, other=0)
+        # [BLOCK_K, D] the gathered rows
+        b_k = tl.load(p_k + b_rows[:, None] * stride_kl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
+        b_v = tl.load(p_v + b_rows[:, None] * stride_vl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
+        # [BLOCK_K] scores in log2 units
+        b_s = tl.sum(b_k * b_q[None, :], axis=1)
+        b_s = tl.where(m_k, b_s, float("-inf"))
+        b_m_new = tl.maximum(b_m, tl.max(b_s, axis=0))
+        b_alpha = tl.exp2(b_m - b_m_new)
+        b_p = tl.exp2(b_s - b_m_new)
+        b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
+        b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v, axis=0)
+        b_m = b_m_new
+    o_part = i_bh * NUM_SPLITS + i_s
+    o_one = tl.arange(0, 1)
+    tl.store(m_ptr + o_part + o_one, b_m)
+    tl.store(l_ptr + o_part + o_one, b_l)
+    tl.store(acc_ptr + o_part * D + o_d, b_acc)
+
+
+@triton.jit
+def _sparse_attention_merge_kernel(
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    o_ptr,
+    HQ,
+    stride_ob,
+    stride_oh,
+    NUM_SPLITS: tl.constexpr,
+    S_PAD: tl.constexpr,
+    D: tl.constexpr,
+):
+    i_bh = tl.program_id(0)
+    i_b, i_h = i_bh // HQ, i_bh % HQ
+    o_s = tl.arange(0, S_PAD)
+    m_s = o_s < NUM_SPLITS
+    o_d = tl.arange(0, D)
+    # [S_PAD]
+    b_m = tl.load(m_ptr + i_bh * NUM_SPLITS + o_s, mask=m_s, other=float("-inf"))
+    b_l = tl.load(l_ptr + i_bh * NUM_SPLITS + o_s, mask=m_s, other=0.0)
+    # [S_PAD, D]
+    b_acc = tl.load(acc_ptr + (i_bh * NUM_SPLITS + o_s)[:, None] * D + o_d[None, :], mask=m_s[:, None], other=0.0)
+    b_w = tl.exp2(b_m - tl.max(b_m, axis=0))
+    b_w = tl.where(m_s, b_w, 0.0)
+    b_o = tl.sum(b_w[:, None] * b_acc, axis=0) / tl.sum(b_w * b_l, axis=0)
+    tl.store(o_ptr + i_b * stride_ob + i_h * stride_oh + o_d, b_o.to(o_ptr.dtype.element_ty))
+
+
+def _splits(k: int, block_k: int) -> tuple[int, int]:
+    """Cut K rows into at most MAX_SPLITS non-empty chunks of whole blocks: (num_splits, chunk)."""
+    blocks = triton.cdiv(k, block_k)
+    chunk = triton.cdiv(blocks, min(blocks, MAX_SPLITS)) * block_k
+    return triton.cdiv(k, chunk), chunk
+
+
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Softmax attention over selected rows: q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] -> [B, Hq, d].
+
+    Accumulates in fp32, returns q's dtype. Last dims must be contiguous; indices must
+    lie in [0, L); inputs are trusted (see adamas.ops).
+    """
+    b, hq, d = q.shape
+    n_sel = idx.shape[-1]
+    block_k = 32
+    num_splits, chunk = _splits(n_sel, block_k)
+    m_part = torch.empty(b * hq * num_splits, dtype=torch.float32, device=q.device)
+    l_part = torch.empty_like(m_part)
+    acc_part = torch.empty(b * hq * num_splits, d, dtype=torch.float32, device=q.device)
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    _sparse_attention_partial_kernel[(b * hq, num_splits)](
+        q,
+        k,
+        v,
+        idx,
+        m_part,
+        l_part,
+        acc_part,
+        n_sel,
+        hq,
+        scale * _LOG2E,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        idx.stride(0),
+        idx.stride(1),
+        chunk,
+        NUM_SPLITS=num_splits,
+        GROUP=hq // k.shape[1],
+        D=d,
+        BLOCK_K=block_k,
+    )
+    _sparse_attention_merge_kernel[(b * hq,)](
+        m_part,
+        l_part,
+        acc_part,
+        out,
+        hq,
+        out.stride(0),
+        out.stride(1),
+        NUM_SPLITS=num_splits,
+        S_PAD=triton.next_power_of_2(num_splits),
+        D=d,
+    )
+    return out

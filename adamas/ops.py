@@ -1,0 +1,210 @@
+"""The public Adamas stages: validate at the boundary, then run Triton or the PyTorch reference.
+
+Every function takes `backend="auto"` (Triton on CUDA tensors, the reference elsewhere),
+`"torch"` or `"triton"` (on the CPU only with TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+
+import torch
+
+from adamas import reference
+from adamas.checks import (
+    check_codes,
+    check_float,
+    check_head_dim,
+    check_heads,
+    check_match,
+    check_same,
+    check_tensor,
+    resolve_backend,
+)
+from adamas.config import PAPER_THRESHOLDS, AdamasConfig, check_int, check_thresholds
+
+
+def _impl(backend: str, device: torch.device) -> ModuleType:
+    """The module whose stage functions run: adamas.kernels or adamas.reference."""
+    if resolve_backend(backend, device) == "torch":
+        return reference
+    return importlib.import_module("adamas.kernels")
+
+
+def _check_floats(x: torch.Tensor, name: str = "x") -> None:
+    check_tensor(name, x)
+    check_float(name, x)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least one dim (the head_dim), got a scalar")
+    check_head_dim(f"{name}.shape[-1] (the head_dim)", x.shape[-1])
+
+
+def hadamard(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Orthonormal Walsh–Hadamard transform over the last dim, H x / sqrt(d): [..., d] -> [..., d].
+
+    d a power of two from 16 to 256; fp32, fp16 or bf16; the output keeps x's dtype.
+    """
+    _check_floats(x)
+    return _impl(backend, x.device).hadamard(x)
+
+
+def encode(
+    x: torch.Tensor, thresholds: tuple[float, float, float] | str = PAPER_THRESHOLDS, *, backend: str = "auto"
+) -> torch.Tensor:
+    """2-bit codes of hadamard(x): x [..., d] float -> uint8 [..., d // 4].
+
+    Each element's code is its bucket 0..3 under the three strictly increasing
+    `thresholds` ("paper" = (-10, 0, 10)), numbered as torch.bucketize(right=False)
+    does; dim j's code sits in byte j // 4 at bit offset 2 * (j % 4).
+    """
+    _check_floats(x)
+    edges = check_thresholds(thresholds)
+    return _impl(backend, x.device).encode(x, edges)
+
+
+def unpack(codes: torch.Tensor, d: int) -> torch.Tensor:
+    """Integer codes 0..3 from packed bytes: uint8 [..., d // 4] -> uint8 [..., d]."""
+    check_tensor("codes", codes)
+    if codes.dtype != torch.uint8:
+        raise TypeError(f"codes must be uint8 packed codes, got {codes.dtype}")
+    check_int("d", d, 1)
+    check_head_dim("d", d)
+    if codes.ndim < 1 or codes.shape[-1] * 4 != d:
+        raise ValueError(f"codes must have a last dim of d // 4 = {d // 4}, got shape {tuple(codes.shape)}")
+    return reference.unpack(codes)
+
+
+def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """L1 distance of each query head's code to every key code: int32 [B, Hq, L].
+
+    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8; query head h
+    reads KV head h // (Hq // Hkv).
+    """
+    check_codes("q_codes", q_codes, 3)
+    check_codes("k_codes", k_codes, 4)
+    check_same("device", q_codes=q_codes, k_codes=k_codes)
+    check_match("k_codes batch", k_codes.shape[0], q_codes.shape[0], "q_codes batch")
+    check_match("k_codes.shape[-1]", k_codes.shape[-1], q_codes.shape[-1], "q_codes.shape[-1]")
+    check_heads(q_codes.shape[1], k_codes.shape[1])
+    impl = _impl(backend, q_codes.device)
+    if impl is not reference:
+        q_codes, k_codes = _last_dim_contiguous(q_codes), _last_dim_contiguous(k_codes)
+    return impl.manhattan(q_codes, k_codes)
+
+
+def select(dist: torch.Tensor, budget: int, *, backend: str = "auto") -> torch.Tensor:
+    """Indices of the min(budget, L) smallest distances per row: dist [B, Hq, L] -> int64 [B, Hq, K].
+
+    No index repeats; ties are broken any way; the order within a row is unspecified.
+    """
+    check_tensor("dist", dist, 3)
+    if dist.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"dist must hold real numbers, got {dist.dtype}")
+    check_int("budget", budget, 1)
+    if dist.shape[-1] < 1:
+        raise ValueError(f"dist must score at least one token, got shape {tuple(dist.shape)}")
+    return _impl(backend, dist.device).select(dist, budget)
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    scale: float | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact softmax attention of q over the selected rows of k and v: [B, Hq, d], q's dtype.
+
+    q [B, Hq, d]; k, v [B, Hkv, L, d]; idx [B, Hq, K] int32/int64 with values in [0, L)
+    (checked on the CPU; trusted on the GPU, where a check would cost a sync);
+    scale defaults to 1 / sqrt(d). Accumulates in fp32.
+    """
+    _check_qkv(q, k, v)
+    check_tensor("idx", idx, 3)
+    if idx.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"idx must be int32 or int64, got {idx.dtype}")
+    check_same("device", q=q, idx=idx)
+    check_match("idx batch", idx.shape[0], q.shape[0], "q batch")
+    check_match("idx heads", idx.shape[1], q.shape[1], "q heads")
+    if idx.shape[-1] < 1:
+        raise ValueError(f"idx must select at least one row, got shape {tuple(idx.shape)}")
+    if idx.device.type == "cpu" and (idx.min() < 0 or idx.max() >= k.shape[2]):
+        raise ValueError(f"idx values must lie in [0, L = {k.shape[2]}), got {idx.min()}..{idx.max()}")
+    scale = _check_scale(scale, q.shape[-1])
+    impl = _impl(backend, q.device)
+    if impl is not reference:
+        q, k, v, idx = (_last_dim_contiguous(t) for t in (q, k, v, idx))
+    return impl.sparse_attention(q, k, v, idx, scale)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_codes: torch.Tensor,
+    config: AdamasConfig,
+    layer_idx: int | None = None,
+    scale: float | None = None,
+    return_indices: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    """One Adamas decode step: encode q, score all keys by code distance, select, attend.
+
+    q [B, Hq, d]; k, v [B, Hkv, L, d]; k_codes [B, Hkv, L, d // 4] uint8 (from `encode(k)`)
+    -> [B, Hq, d] in q's dtype. Layers in config.dense_layers (when layer_idx is given)
+    run full attention; the first config.sink and last config.recent tokens are always kept.
+    With return_indices, also the selected int64 [B, Hq, min(budget, L)] (None on a dense layer).
+    """
+    if not isinstance(config, AdamasConfig):
+        raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
+    _check_qkv(q, k, v)
+    check_codes("k_codes", k_codes, 4)
+    check_same("device", q=q, k_codes=k_codes)
+    if tuple(k_codes.shape) != (*k.shape[:3], k.shape[3] // 4):
+        raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
+    scale = _check_scale(scale, q.shape[-1])
+    if layer_idx is not None and layer_idx in config.dense_layers:
+        out = reference.dense_attention(q, k, v, scale)
+        return (out, None) if return_indices else out
+    impl = _impl(config.backend, q.device)
+    if impl is not reference:
+        q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
+    q_codes = impl.encode(q, config.thresholds)  # [B, Hq, d // 4]
+    dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
+    dist = reference.mark_forced(dist, config.sink, config.recent)
+    idx = impl.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    out = impl.sparse_attention(q, k, v, idx, scale)
+    return (out, idx) if return_indices else out
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    check_tensor("q", q, 3)
+    check_tensor("k", k, 4)
+    check_tensor("v", v, 4)
+    check_float("q", q)
+    check_same("dtype", q=q, k=k, v=v)
+    check_same("device", q=q, k=k, v=v)
+    check_head_dim("q.shape[-1] (the head_dim)", q.shape[-1])
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have one shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    check_match("k batch", k.shape[0], q.shape[0], "q batch")
+    check_match("k.shape[-1]", k.shape[-1], q.shape[-1], "q.shape[-1]")
+    check_heads(q.shape[1], k.shape[1])
+    if k.shape[2] < 1:
+        raise ValueError(f"k and v must hold at least one token, got shape {tuple(k.shape)}")
+
+
+def _check_scale(scale: float | None, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return float(scale)
+
+
+def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """Kernels index rows by stride but read each row as one run of memory."""
+    return x if x.stride(-1) == 1 else x.contiguous()

@@ -1,0 +1,116 @@
+"""Adamas in plain PyTorch: the readable specification of every stage.
+
+Every stage computes in fp32 (fp64 stays fp64) and trusts its inputs; the public
+functions in `adamas.ops` validate them. The Triton kernels in `adamas.kernels` are
+tested against these functions.
+
+Shapes: B batch, Hq query heads, Hkv key/value heads, L cached tokens, d head_dim,
+K = min(budget, L) selected tokens. Query head h reads KV head h // (Hq // Hkv).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+CODES_PER_BYTE = 4
+BITS_PER_CODE = 2
+
+
+@functools.lru_cache(maxsize=16)
+def _sylvester(d: int) -> torch.Tensor:
+    """The ±1 Hadamard matrix of order d (Sylvester's construction), float64 on the CPU."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < d:
+        h = torch.cat([torch.cat([h, h], dim=1), torch.cat([h, -h], dim=1)], dim=0)
+    return h
+
+
+def hadamard_matrix(d: int, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The orthonormal Walsh–Hadamard matrix H / sqrt(d), symmetric, [d, d]."""
+    return (_sylvester(d) / math.sqrt(d)).to(dtype=dtype, device=device)
+
+
+def hadamard(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal Walsh–Hadamard transform over the last dim: x [..., d] -> [..., d], x's dtype."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    h = hadamard_matrix(x.shape[-1], compute, x.device)
+    return (x.to(compute) @ h).to(x.dtype)
+
+
+def bucketize(y: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
+    """The bucket 0..3 of each element, as torch.bucketize(right=False) numbers them: int64."""
+    edges = torch.tensor(thresholds, dtype=y.dtype, device=y.device)
+    return torch.bucketize(y, edges, right=False)
+
+
+def pack(codes: torch.Tensor) -> torch.Tensor:
+    """Pack 2-bit codes [..., d] into uint8 [..., d // 4]; dim j sits in byte j // 4 at bit 2 * (j % 4)."""
+    c = codes.to(torch.uint8).unflatten(-1, (-1, CODES_PER_BYTE))  # [..., d // 4, 4]
+    shifts = torch.arange(0, 8, BITS_PER_CODE, dtype=torch.uint8, device=codes.device)
+    return (c << shifts).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack(codes: torch.Tensor) -> torch.Tensor:
+    """Unpack uint8 codes [..., d // 4] into the integer codes 0..3, uint8 [..., d]."""
+    shifts = torch.arange(0, 8, BITS_PER_CODE, dtype=torch.uint8, device=codes.device)
+    return ((codes[..., None] >> shifts) & 3).flatten(-2)
+
+
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
+    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4]."""
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return pack(bucketize(hadamard(x.to(compute)), thresholds))
+
+
+def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
+    """L1 distance between each query head's code and every key code.
+
+    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8 -> int32 [B, Hq, L].
+    """
+    group = q_codes.shape[1] // k_codes.shape[1]
+    cq = unpack(q_codes).to(torch.int32)  # [B, Hq, d]
+    ck = unpack(k_codes).to(torch.int32).repeat_interleave(group, dim=1)  # [B, Hq, L, d]
+    return (cq[:, :, None, :] - ck).abs().sum(dim=-1, dtype=torch.int32)
+
+
+def mark_forced(dist: torch.Tensor, sink: int, recent: int) -> torch.Tensor:
+    """Give the first `sink` and last `recent` tokens distance -1 so that selection keeps them."""
+    if sink == 0 and recent == 0:
+        return dist
+    dist = dist.clone()
+    length = dist.shape[-1]
+    dist[..., : min(sink, length)] = -1
+    dist[..., max(length - recent, 0) :] = -1
+    return dist
+
+
+def select(dist: torch.Tensor, budget: int) -> torch.Tensor:
+    """Indices of the min(budget, L) smallest distances: dist [B, Hq, L] -> int64 [B, Hq, K], unsorted."""
+    k = min(budget, dist.shape[-1])
+    return dist.topk(k, dim=-1, largest=False, sorted=False).indices
+
+
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Exact softmax attention of each query head over its selected rows of k, v.
+
+    q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] int -> [B, Hq, d] in q's dtype.
+    """
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    group = q.shape[1] // k.shape[1]
+    rows = idx.long()[..., None].expand(-1, -1, -1, k.shape[-1])  # [B, Hq, K, d]
+    k_sel = k.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
+    v_sel = v.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
+    scores = torch.einsum("bhd,bhkd->bhk", q.to(compute), k_sel) * scale
+    probs = scores.softmax(dim=-1)
+    return torch.einsum("bhk,bhkd->bhd", probs, v_sel).to(q.dtype)
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Full softmax attention of one query token: q [B, Hq, d], k/v [B, Hkv, L, d] -> [B, Hq, d]."""
+    all_rows = torch.arange(k.shape[2], device=q.device).expand(q.shape[0], q.shape[1], -1)
+    return sparse_attention(q, k, v, all_rows, scale)

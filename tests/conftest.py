@@ -1,0 +1,79 @@
+"""Test set-up: Triton's interpreter on CPU-only machines, NaN-filled empties, the GPU report."""
+
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+# Must be set before triton compiles anything: without a GPU, kernels run interpreted.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+_EMPTY, _EMPTY_LIKE = torch.empty, torch.empty_like
+
+
+def _poison(t: torch.Tensor) -> torch.Tensor:
+    """Fill fresh memory with NaN (floats) or the dtype's max (ints) so unwritten outputs show."""
+    if t.dtype.is_floating_point:
+        return t.fill_(float("nan"))
+    if t.dtype != torch.bool and not t.is_complex():
+        return t.fill_(torch.iinfo(t.dtype).max)
+    return t
+
+
+@pytest.fixture(autouse=True)
+def poisoned_empty(monkeypatch):
+    """torch.empty and torch.empty_like hand out poisoned memory during every test."""
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: _poison(_EMPTY(*a, **kw)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: _poison(_EMPTY_LIKE(*a, **kw)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu-report", default=None, help="write a JSON report of this run (device, versions, counts)")
+
+
+def pytest_configure(config):
+    if config.getoption("--gpu-report"):
+        config.pluginmanager.register(RunReport(config.getoption("--gpu-report")), "adamas-run-report")
+
+
+class RunReport:
+    """Counts outcomes and writes them, with the device and versions, to a JSON file."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.counts = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+        self.failures: list[str] = []
+        self.start = time.time()
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            key = report.outcome if report.when == "call" or report.skipped else "error"
+            self.counts[key] += 1
+            if report.failed:
+                self.failures.append(report.nodeid)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        import triton
+
+        cuda = torch.cuda.is_available()
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+            "cuda": torch.version.cuda if cuda else None,
+            "torch": torch.__version__,
+            "triton": triton.__version__,
+            "python": platform.python_version(),
+            "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
+            "exit_status": int(exitstatus),
+            "seconds": round(time.time() - self.start, 1),
+            **self.counts,
+            "failures": self.failures,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(report, indent=2) + "\n")

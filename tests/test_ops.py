@@ -1,0 +1,170 @@
+"""The whole decode step on both backends, and every error path of the public API."""
+
+import pytest
+import torch
+from helpers import DEVICE, assert_close, assert_valid_selection, dtypes, randn, random_codes, seeded, shapes
+
+import adamas
+from adamas import reference
+
+BACKENDS = pytest.mark.parametrize("backend", ["torch", "triton"])
+
+
+def decode_inputs(shape, dtype, gen):
+    b, hq, hkv, length, d = shape
+    q = randn(b, hq, d, gen=gen, dtype=dtype, std=8.0)
+    k = randn(b, hkv, length, d, gen=gen, dtype=dtype, std=8.0)
+    v = randn(b, hkv, length, d, gen=gen, dtype=dtype)
+    return q, k, v, adamas.encode(k, backend="torch")
+
+
+@shapes
+@dtypes
+@BACKENDS
+def test_budget_at_least_context_equals_dense(shape, dtype, backend):
+    q, k, v, codes = decode_inputs(shape, dtype, seeded("full", shape, dtype, backend))
+    config = adamas.AdamasConfig(budget=shape[3], dense_layers=(), backend=backend)
+    out = adamas.decode_attention(q, k, v, codes, config)
+    assert_close("decode_attention", out, reference.dense_attention(q, k, v, shape[4] ** -0.5), dtype)
+
+
+@shapes
+@dtypes
+@BACKENDS
+@pytest.mark.parametrize("budget", [1, 16, 64])
+def test_decode_selects_by_code_distance(shape, dtype, backend, budget):
+    q, k, v, codes = decode_inputs(shape, dtype, seeded("sparse", shape, dtype, backend, budget))
+    config = adamas.AdamasConfig(budget=budget, dense_layers=(), backend=backend)
+    out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True)
+    dist = reference.manhattan(reference.encode(q, config.thresholds), codes)
+    assert_valid_selection(idx, dist, budget)
+    assert_close("decode_attention", out, reference.sparse_attention(q, k, v, idx, shape[4] ** -0.5), dtype)
+
+
+@BACKENDS
+def test_decode_keeps_sink_and_recent_and_finds_a_planted_key(backend):
+    gen = seeded("planted", backend)
+    q, k, v, _ = decode_inputs((1, 4, 2, 300, 64), torch.float32, gen)
+    k[:, :, 150] = q.view(1, 2, 2, 64)[:, :, 0] * 3  # a key aligned with the first query head of each group
+    codes = adamas.encode(k, backend="torch")
+    config = adamas.AdamasConfig(budget=16, sink=4, recent=8, dense_layers=(), backend=backend)
+    _, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True)
+    for h in range(4):
+        kept = set(idx[0, h].tolist())
+        assert set(range(4)) | set(range(292, 300)) <= kept, f"head {h} lost a sink or recent token"
+    assert 150 in set(idx[0, 0].tolist()) and 150 in set(idx[0, 2].tolist()), "the planted key was not selected"
+
+
+def test_dense_layers_run_full_attention():
+    q, k, v, codes = decode_inputs((1, 4, 2, 100, 64), torch.float32, seeded("dense-layer"))
+    config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1))
+    out, idx = adamas.decode_attention(q, k, v, codes, config, layer_idx=1, return_indices=True)
+    assert idx is None
+    assert_close("dense layer", out, reference.dense_attention(q, k, v, 64**-0.5), torch.float32)
+    sparse = adamas.decode_attention(q, k, v, codes, config, layer_idx=2)
+    assert (sparse - out).abs().max() > 1e-3, "layer 2 should be sparse at budget 4"
+
+
+def test_auto_backend_follows_the_device(monkeypatch):
+    from adamas.checks import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cuda", 0)) == "triton"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        resolve_backend("triton", torch.device("cpu"))
+
+
+# ---- errors: each names the bad value -------------------------------------------------------------
+
+x64 = torch.zeros(2, 64)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: adamas.hadamard(torch.zeros(2, 48)), ValueError, "power of two.*48"),
+        (lambda: adamas.hadamard(torch.zeros(2, 512)), ValueError, "256, got 512"),
+        (lambda: adamas.hadamard(torch.zeros(2, 8)), ValueError, "got 8"),
+        (lambda: adamas.hadamard(torch.zeros(2, 64, dtype=torch.int32)), TypeError, "int32"),
+        (lambda: adamas.hadamard([1.0] * 64), TypeError, "list"),
+        (lambda: adamas.hadamard(torch.tensor(1.0)), ValueError, "scalar"),
+        (lambda: adamas.hadamard(x64, backend="cuda"), ValueError, "'cuda'"),
+        (lambda: adamas.encode(x64, (0.0, -1.0, 2.0)), ValueError, "strictly increasing"),
+        (lambda: adamas.encode(x64, (0.0, 1.0)), ValueError, "exactly 3"),
+        (lambda: adamas.encode(x64, (0.0, 1.0, float("inf"))), ValueError, "finite"),
+        (lambda: adamas.encode(x64, "tuned"), ValueError, "'tuned'"),
+        (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.int32), 64), TypeError, "uint8"),
+        (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.uint8), 128), ValueError, "d // 4 = 32"),
+        (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.uint8), 60), ValueError, "got 60"),
+    ],
+)
+def test_transform_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def codes(*shape):
+    return torch.zeros(*shape, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: adamas.manhattan(codes(1, 4, 16), codes(1, 3, 9, 16)), ValueError, r"query heads \(4\).*\(3\)"),
+        (lambda: adamas.manhattan(codes(1, 4, 16), codes(1, 2, 9, 8)), ValueError, "k_codes.shape"),
+        (lambda: adamas.manhattan(codes(2, 4, 16), codes(1, 2, 9, 16)), ValueError, "batch"),
+        (lambda: adamas.manhattan(codes(1, 4, 16), codes(1, 2, 16)), ValueError, "4 dims"),
+        (lambda: adamas.manhattan(codes(1, 4, 16).float(), codes(1, 2, 9, 16)), TypeError, "float32"),
+        (lambda: adamas.manhattan(codes(1, 4, 15), codes(1, 2, 9, 15)), ValueError, "got 60"),
+        (
+            lambda: adamas.manhattan(codes(1, 4, 16), codes(1, 2, 9, 16).to("meta")),
+            ValueError,
+            "one device.*meta",
+        ),
+        (lambda: adamas.select(torch.zeros(1, 2, 9), 0), ValueError, "budget must be >= 1, got 0"),
+        (lambda: adamas.select(torch.zeros(1, 2, 9), 2.5), TypeError, "budget.*2.5"),
+        (lambda: adamas.select(torch.zeros(2, 9), 4), ValueError, "3 dims"),
+        (lambda: adamas.select(torch.zeros(1, 2, 0), 4), ValueError, "at least one token"),
+    ],
+)
+def test_scoring_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+q0, k0, i0 = torch.zeros(1, 4, 64), torch.zeros(1, 2, 9, 64), torch.zeros(1, 4, 3, dtype=torch.long)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: adamas.sparse_attention(q0, k0, k0.half(), i0), ValueError, "one dtype"),
+        (lambda: adamas.sparse_attention(q0, k0, k0[:, :, :5], i0), ValueError, "one shape"),
+        (
+            lambda: adamas.sparse_attention(q0, k0[:, :1].expand(1, 3, 9, 64), k0[:, :1].expand(1, 3, 9, 64), i0),
+            ValueError,
+            "multiple of KV heads",
+        ),
+        (lambda: adamas.sparse_attention(q0, k0, k0, i0.float()), TypeError, "int32 or int64"),
+        (lambda: adamas.sparse_attention(q0, k0, k0, i0 + 9), ValueError, r"\[0, L = 9\)"),
+        (lambda: adamas.sparse_attention(q0, k0, k0, i0[:, :2]), ValueError, "idx heads"),
+        (lambda: adamas.sparse_attention(q0, k0, k0, i0, scale=-1.0), ValueError, "scale"),
+        (lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 9, 16), {"budget": 4}), TypeError, "AdamasConfig"),
+        (
+            lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 8, 16), adamas.AdamasConfig()),
+            ValueError,
+            r"k_codes must have shape \(1, 2, 9, 16\)",
+        ),
+    ],
+)
+def test_attention_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_interpreter_runs_on_this_machine():
+    """Guards the CI set-up: without a GPU the Triton path must really run (through the interpreter)."""
+    gen = seeded("guard")
+    q_codes, k_codes = random_codes(1, 2, 16, gen=gen), random_codes(1, 1, 5, 16, gen=gen)
+    assert adamas.manhattan(q_codes, k_codes, backend="triton").device.type == DEVICE

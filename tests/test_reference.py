@@ -1,0 +1,141 @@
+"""The PyTorch reference against float64 ground truths written independently of it."""
+
+import math
+
+import pytest
+import torch
+from helpers import DEVICE, assert_close, assert_valid_selection, dtypes, randn, random_codes, seeded, shapes
+
+from adamas import reference
+
+THRESHOLDS = (-10.0, 0.0, 10.0)
+
+
+def fwht64(x: torch.Tensor) -> torch.Tensor:
+    """Ground truth: the in-place butterfly Walsh–Hadamard transform in float64, orthonormal."""
+    y = x.double().clone()
+    d, h = y.shape[-1], 1
+    while h < d:
+        blocks = y.unflatten(-1, (d // (2 * h), 2, h))
+        a, b = blocks[..., 0, :].clone(), blocks[..., 1, :].clone()
+        blocks[..., 0, :], blocks[..., 1, :] = a + b, a - b
+        y = blocks.flatten(-3)
+        h *= 2
+    return y / math.sqrt(d)
+
+
+def softmax_attention64(q, k_rows, v_rows, scale):
+    """Ground truth: softmax attention of one query over explicit rows, float64, one head at a time."""
+    scores = (k_rows.double() @ q.double()) * scale
+    weights = torch.exp(scores - scores.max())
+    return (weights / weights.sum()) @ v_rows.double()
+
+
+@pytest.mark.parametrize("d", [16, 64, 128, 256])
+@dtypes
+def test_hadamard_matches_butterfly(d, dtype):
+    x = randn(5, 3, d, gen=seeded(d, dtype), dtype=dtype, std=4.0)
+    assert_close("hadamard", reference.hadamard(x), fwht64(x).to(dtype), dtype)
+
+
+@pytest.mark.parametrize("d", [16, 128])
+def test_hadamard_is_orthonormal_and_keeps_dot_products(d):
+    gen = seeded("ortho", d)
+    q, k = randn(7, d, gen=gen, dtype=torch.float64), randn(7, d, gen=gen, dtype=torch.float64)
+    hq, hk = reference.hadamard(q), reference.hadamard(k)
+    assert_close("H(H x)", reference.hadamard(hq), q, torch.float64)
+    assert_close("Hq . Hk", (hq * hk).sum(-1), (q * k).sum(-1), torch.float64)
+    h = reference.hadamard_matrix(d, torch.float64)
+    assert_close("H H^T", h @ h.T, torch.eye(d, dtype=torch.float64), torch.float64)
+
+
+@dtypes
+@pytest.mark.parametrize("d", [64, 128])
+def test_encode_buckets_the_transformed_values(d, dtype):
+    x = randn(4, 33, d, gen=seeded("enc", d, dtype), dtype=dtype, std=10.0)
+    codes = reference.encode(x, THRESHOLDS)
+    assert codes.dtype == torch.uint8 and codes.shape == (4, 33, d // 4)
+    y = fwht64(x)  # ground truth values; count the thresholds strictly below each
+    expected = sum((y > t).to(torch.uint8) for t in THRESHOLDS)
+    near = torch.stack([(y - t).abs() < 1e-3 for t in THRESHOLDS]).any(0)
+    got = reference.unpack(codes)
+    assert ((got == expected) | near).all()
+    assert set(got.unique().tolist()) == {0, 1, 2, 3}, "the test inputs should reach every bucket"
+
+
+def test_bucketize_edges_follow_right_false():
+    y = torch.tensor([-10.5, -10.0, -9.9, 0.0, 0.1, 10.0, 10.1])
+    assert reference.bucketize(y, THRESHOLDS).tolist() == [0, 0, 1, 1, 2, 2, 3]
+
+
+def test_pack_layout_puts_dim_j_at_byte_j_div_4_bit_2_j_mod_4():
+    codes = torch.zeros(16, dtype=torch.uint8)
+    codes[5] = 3  # byte 1, bits 2..3
+    codes[14] = 2  # byte 3, bits 4..5
+    assert reference.pack(codes).tolist() == [0, 3 << 2, 0, 2 << 4]
+    all_codes = torch.randint(0, 4, (3, 64), generator=seeded("pack"), dtype=torch.uint8)
+    assert torch.equal(reference.unpack(reference.pack(all_codes)), all_codes)
+
+
+@shapes
+def test_manhattan_matches_loops(shape):
+    b, hq, hkv, length, d = shape
+    length = min(length, 40)  # python loops below
+    gen = seeded("man", shape)
+    q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
+    dist = reference.manhattan(q_codes, k_codes)
+    assert dist.dtype == torch.int32 and dist.shape == (b, hq, length)
+    cq, ck = reference.unpack(q_codes).tolist(), reference.unpack(k_codes).tolist()
+    group = hq // hkv
+    for i_b in range(b):
+        for h in range(hq):
+            for t in range(length):
+                expected = sum(abs(a - c) for a, c in zip(cq[i_b][h], ck[i_b][h // group][t], strict=True))
+                assert dist[i_b, h, t].item() == expected
+
+
+@pytest.mark.parametrize("budget", [1, 5, 64, 1000])
+def test_select_returns_a_smallest_set(budget):
+    dist = torch.randint(0, 20, (3, 4, 130), generator=seeded("sel", budget), dtype=torch.int32)  # many ties
+    assert_valid_selection(reference.select(dist, budget), dist, budget)
+
+
+def test_mark_forced_keeps_sink_and_recent():
+    dist = torch.full((1, 2, 10), 7, dtype=torch.int32)
+    marked = reference.mark_forced(dist, sink=2, recent=3)
+    assert marked[0, 0].tolist() == [-1, -1, 7, 7, 7, 7, 7, -1, -1, -1]
+    assert dist.eq(7).all(), "the input is not modified"
+    assert reference.mark_forced(dist, sink=20, recent=0).eq(-1).all()
+
+
+@shapes
+@dtypes
+def test_sparse_attention_matches_float64(shape, dtype):
+    b, hq, hkv, length, d = shape
+    gen = seeded("attn", shape, dtype)
+    q, k, v = (randn(*s, gen=gen, dtype=dtype) for s in [(b, hq, d), (b, hkv, length, d), (b, hkv, length, d)])
+    n_sel = max(1, length // 3)
+    idx = torch.stack([torch.randperm(length, generator=gen)[:n_sel] for _ in range(b * hq)]).view(b, hq, n_sel)
+    scale = d**-0.5
+    out = reference.sparse_attention(q, k, v, idx.to(DEVICE), scale)
+    group = hq // hkv
+    expected = torch.stack(
+        [
+            softmax_attention64(q[i_b, h], k[i_b, h // group, idx[i_b, h]], v[i_b, h // group, idx[i_b, h]], scale)
+            for i_b in range(b)
+            for h in range(hq)
+        ]
+    ).view(b, hq, d)
+    assert out.dtype == dtype
+    assert_close("sparse_attention", out, expected, dtype)
+
+
+@dtypes
+def test_dense_attention_matches_sdpa(dtype):
+    gen = seeded("dense", dtype)
+    q, k, v = randn(2, 8, 64, gen=gen), randn(2, 2, 50, 64, gen=gen), randn(2, 2, 50, 64, gen=gen)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.double()[:, :, None], k.double(), v.double(), enable_gqa=True
+    )[:, :, 0]
+    out = reference.dense_attention(q.to(dtype), k.to(dtype), v.to(dtype), 64**-0.5)
+    assert_close("dense_attention", out, expected, dtype)
