@@ -38,7 +38,7 @@ def _sparse_attention_partial_kernel(
     stride_ib,
     stride_ih,
     CHUNK,
-    NUM_SPLITS: tl.constexpr,
+    NUM_SPLITS,
     GROUP: tl.constexpr,
     D: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -89,7 +89,7 @@ def _sparse_attention_merge_kernel(
     HQ,
     stride_ob,
     stride_oh,
-    NUM_SPLITS: tl.constexpr,
+    NUM_SPLITS,
     S_PAD: tl.constexpr,
     D: tl.constexpr,
 ):

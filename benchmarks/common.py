@@ -1,0 +1,77 @@
+"""What every benchmark shares: the run's environment, GPU timing, and the table + JSON output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import triton
+import triton.testing
+
+
+def environment() -> dict:
+    """Device, versions and date of this run, stored with every result file."""
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "multiprocessors": props.multi_processor_count,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def device_slug() -> str:
+    """A file-name-safe short name of the GPU, e.g. 'h100'."""
+    name = torch.cuda.get_device_name().lower()
+    for chip in ("h200", "h100", "a100", "l40s", "a6000", "4090"):
+        if chip in name:
+            return chip
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def time_us(fns: Sequence[Callable[[], object]], reps: int = 5) -> dict:
+    """Median and spread (µs) of one call, from CUDA-graph replays of all `fns` in turn.
+
+    Each fn runs the same work on its own input set, so consecutive calls do not find
+    their inputs in L2; the graph removes launch gaps from the measurement.
+    """
+
+    def run_all() -> None:
+        for fn in fns:
+            fn()
+
+    times = [triton.testing.do_bench_cudagraph(run_all, rep=20) * 1e3 / len(fns) for _ in range(reps)]
+    times.sort()
+    return {"median": times[len(times) // 2], "min": times[0], "max": times[-1]}
+
+
+def input_sets(make: Callable[[], object], bytes_per_set: int, l2_bytes: int = 50 * 2**20) -> list:
+    """Enough independent input sets that cycling through them spills the L2 (at most 8)."""
+    n = min(8, max(1, -(-4 * l2_bytes // max(bytes_per_set, 1))))
+    return [make() for _ in range(n)]
+
+
+def write_results(path: Path, params: dict, records: list[dict]) -> None:
+    """Write {environment, parameters, records} as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": environment(), "parameters": params, "records": records}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def print_table(records: list[dict], columns: Sequence[str]) -> None:
+    """A plain aligned table of the chosen columns."""
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in records)) for c in columns]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in records:
+        print("  ".join(_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)

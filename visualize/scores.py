@@ -1,0 +1,120 @@
+"""How Adamas code scores rank tokens compared with true attention scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+SELECTED_COLOR = "#d62728"
+OTHER_COLOR = "#b0b0b0"
+LINE_COLOR = "#1f77b4"
+
+
+def _as_vector(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """`values` as a non-empty 1-D float array of finite numbers, else ValueError naming it."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must hold finite numbers only")
+    return array
+
+
+def _check_budget(budget: object) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    return int(budget)
+
+
+def top_recall(true: np.ndarray, selected: np.ndarray, budget: int) -> float:
+    """Share of the top-min(budget, n) tokens by true score that appear in `selected`."""
+    k = min(budget, true.size)
+    best = np.argpartition(-true, k - 1)[:k]
+    return float(np.isin(best, selected).sum() / k)
+
+
+def estimated_vs_true_scatter(
+    estimated: Sequence[float] | np.ndarray,
+    true: Sequence[float] | np.ndarray,
+    selected: Sequence[int] | np.ndarray,
+    budget: int,
+    title: str | None = None,
+) -> go.Figure:
+    """Scatter of true score (y) against estimated score (x) per token; selected tokens highlighted."""
+    est = _as_vector("estimated", estimated)
+    tru = _as_vector("true", true)
+    if est.size != tru.size:
+        raise ValueError(f"estimated and true must have equal lengths, got {est.size} and {tru.size}")
+    budget = _check_budget(budget)
+    sel = np.asarray(selected)
+    if sel.ndim != 1 or sel.size == 0 or not np.issubdtype(sel.dtype, np.integer):
+        raise ValueError(f"selected must be a non-empty 1-D sequence of ints, got shape {sel.shape} {sel.dtype}")
+    if sel.min() < 0 or sel.max() >= est.size or np.unique(sel).size != sel.size:
+        raise ValueError(f"selected must hold distinct token indices in [0, {est.size}), got {sel.min()}..{sel.max()}")
+
+    mask = np.zeros(est.size, dtype=bool)
+    mask[sel] = True
+    tokens = np.arange(est.size)
+    recall = top_recall(tru, sel, budget)
+    hover = "token %{customdata}<br>estimated %{x:.0f}<br>true %{y:.2f}<extra></extra>"
+    fig = go.Figure()
+    for name, keep, color in (("not selected", ~mask, OTHER_COLOR), ("selected", mask, SELECTED_COLOR)):
+        fig.add_trace(
+            go.Scatter(
+                x=est[keep],
+                y=tru[keep],
+                customdata=tokens[keep],
+                mode="markers",
+                name=f"{name} ({int(keep.sum())})",
+                marker={"color": color, "size": 5, "opacity": 0.6},
+                hovertemplate=hover,
+            )
+        )
+    cut = float(est[sel].min())
+    fig.add_vline(x=cut, line_dash="dash", line_color="black", annotation_text=f"budget {budget} cut")
+    heading = title or "True vs estimated score per token"
+    fig.update_layout(
+        title=f"{heading} — recall@{budget} = {recall:.3f}",
+        xaxis_title="estimated score (−Manhattan distance of codes)",
+        yaxis_title="true score (q·k / √d)",
+        legend={"orientation": "h", "y": -0.2},
+        template="plotly_white",
+    )
+    return fig
+
+
+def recall_vs_budget(
+    budgets: Sequence[int] | np.ndarray, recalls: Sequence[float] | np.ndarray, current: int | None = None
+) -> go.Figure:
+    """Line chart of recall@budget against budget (log2 axis); `current` draws a marker line."""
+    b = _as_vector("budgets", budgets)
+    r = _as_vector("recalls", recalls)
+    if b.size != r.size:
+        raise ValueError(f"budgets and recalls must have equal lengths, got {b.size} and {r.size}")
+    if (b <= 0).any():
+        raise ValueError(f"budgets must be positive, got {b.tolist()}")
+    if ((r < 0) | (r > 1)).any():
+        raise ValueError(f"recalls must lie in [0, 1], got {r.tolist()}")
+    fig = go.Figure(
+        go.Scatter(
+            x=np.log2(b),
+            y=r,
+            customdata=b,
+            mode="lines+markers",
+            name="recall",
+            line={"color": LINE_COLOR},
+            hovertemplate="budget %{customdata:.0f}<br>recall %{y:.3f}<extra></extra>",
+        )
+    )
+    if current is not None:
+        fig.add_vline(x=float(np.log2(_check_budget(current))), line_dash="dash", line_color=SELECTED_COLOR)
+    ticks = {"tickvals": np.log2(b).tolist(), "ticktext": [f"{v:.0f}" for v in b]}
+    fig.update_layout(
+        title="Recall of the true top-budget tokens vs budget",
+        xaxis={"title": "budget (tokens, log scale)", **ticks},
+        yaxis={"title": "recall@budget", "range": [0, 1.05]},
+        template="plotly_white",
+    )
+    return fig
