@@ -12,7 +12,7 @@ MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 def interpreter_enabled() -> bool:
     """Whether Triton kernels run on the CPU through TRITON_INTERPRET=1."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

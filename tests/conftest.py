@@ -58,6 +58,12 @@ class RunReport:
             if report.failed:
                 self.failures.append(report.nodeid)
 
+    def pytest_collectreport(self, report):
+        if not report.passed:  # a module skipped whole (importorskip) or failing to import
+            self.counts["skipped" if report.skipped else "error"] += 1
+            if report.failed:
+                self.failures.append(report.nodeid)
+
     def pytest_sessionfinish(self, session, exitstatus):
         import triton
 
