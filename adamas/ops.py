@@ -119,8 +119,9 @@ def sparse_attention(
 ) -> torch.Tensor:
     """Exact softmax attention of q over the selected rows of k and v: [B, Hq, d], q's dtype.
 
-    q [B, Hq, d]; k, v [B, Hkv, L, d]; idx [B, Hq, K] int32/int64 with values in [0, L)
-    (checked on the CPU; trusted on the GPU, where a check would cost a sync);
+    q [B, Hq, d]; k, v [B, Hkv, L, d]; idx [B, Hq, K] int32/int64 with values in [0, L),
+    or -1 for an empty slot that gets no weight (each row needs one real index; checked on
+    the CPU, trusted on the GPU, where a check would cost a sync);
     scale defaults to 1 / sqrt(d). Accumulates in fp32.
     """
     _check_qkv(q, k, v)
@@ -132,8 +133,11 @@ def sparse_attention(
     check_match("idx heads", idx.shape[1], q.shape[1], "q heads")
     if idx.shape[-1] < 1:
         raise ValueError(f"idx must select at least one row, got shape {tuple(idx.shape)}")
-    if idx.device.type == "cpu" and (idx.min() < 0 or idx.max() >= k.shape[2]):
-        raise ValueError(f"idx values must lie in [0, L = {k.shape[2]}), got {idx.min()}..{idx.max()}")
+    if idx.device.type == "cpu" and (idx.min() < -1 or idx.max() >= k.shape[2] or (idx.max(-1).values < 0).any()):
+        raise ValueError(
+            f"idx values must lie in [0, L = {k.shape[2]}) or be -1, with a real one in every row; "
+            f"got {idx.min()}..{idx.max()}"
+        )
     scale = _check_scale(scale, q.shape[-1])
     impl = _impl(backend, q.device)
     if impl is not reference:
@@ -150,6 +154,7 @@ def decode_attention(
     layer_idx: int | None = None,
     scale: float | None = None,
     return_indices: bool = False,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """One Adamas decode step: encode q, score all keys by code distance, select, attend.
 
@@ -157,6 +162,8 @@ def decode_attention(
     -> [B, Hq, d] in q's dtype. Layers in config.dense_layers (when layer_idx is given)
     run full attention; the first config.sink and last config.recent tokens are always kept.
     With return_indices, also the selected int64 [B, Hq, min(budget, L)] (None on a dense layer).
+    `valid` ([B, L] bool, False for padding) keeps padded tokens out; their slots in the
+    returned indices are -1 when fewer valid tokens than the budget exist.
     """
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
@@ -166,16 +173,25 @@ def decode_attention(
     if tuple(k_codes.shape) != (*k.shape[:3], k.shape[3] // 4):
         raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
     scale = _check_scale(scale, q.shape[-1])
+    if valid is not None:
+        check_tensor("valid", valid, 2)
+        if valid.dtype != torch.bool or tuple(valid.shape) != (k.shape[0], k.shape[2]):
+            raise ValueError(
+                f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
+            )
+        check_same("device", q=q, valid=valid)
     if layer_idx is not None and layer_idx in config.dense_layers:
-        out = reference.dense_attention(q, k, v, scale)
+        out = reference.dense_attention(q, k, v, scale, valid)
         return (out, None) if return_indices else out
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
     q_codes = impl.encode(q, config.thresholds)  # [B, Hq, d // 4]
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
-    dist = reference.mark_forced(dist, config.sink, config.recent)
+    dist = reference.mark_forced(dist, config.sink, config.recent, valid)
     idx = impl.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    if valid is not None:
+        idx = reference.drop_excluded(idx, dist)
     out = impl.sparse_attention(q, k, v, idx, scale)
     return (out, idx) if return_indices else out
 

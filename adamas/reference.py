@@ -76,15 +76,29 @@ def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
     return (cq[:, :, None, :] - ck).abs().sum(dim=-1, dtype=torch.int32)
 
 
-def mark_forced(dist: torch.Tensor, sink: int, recent: int) -> torch.Tensor:
-    """Give the first `sink` and last `recent` tokens distance -1 so that selection keeps them."""
-    if sink == 0 and recent == 0:
+EXCLUDED = torch.iinfo(torch.int32).max
+"""The distance given to tokens that must never be attended (padding)."""
+
+
+def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance -1 for the first `sink` and last `recent` tokens, so that selection keeps them.
+
+    With `valid` ([B, L] bool, False for padding), sink counts valid tokens only and
+    padding gets the distance EXCLUDED.
+    """
+    if sink == 0 and recent == 0 and valid is None:
         return dist
-    dist = dist.clone()
     length = dist.shape[-1]
-    dist[..., : min(sink, length)] = -1
-    dist[..., max(length - recent, 0) :] = -1
-    return dist
+    pos = torch.arange(length, device=dist.device)
+    if valid is None:
+        return dist.masked_fill((pos < sink) | (pos >= length - recent), -1)
+    forced = valid & ((valid.cumsum(-1) <= sink) | (pos >= length - recent))  # [B, L]
+    return dist.masked_fill(forced[:, None, :], -1).masked_fill(~valid[:, None, :], EXCLUDED)
+
+
+def drop_excluded(idx: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Turn selected indices of EXCLUDED tokens into -1 (empty slots)."""
+    return idx.masked_fill(dist.gather(-1, idx) == EXCLUDED, -1)
 
 
 def select(dist: torch.Tensor, budget: int) -> torch.Tensor:
@@ -99,18 +113,26 @@ def sparse_attention(
     """Exact softmax attention of each query head over its selected rows of k, v.
 
     q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] int -> [B, Hq, d] in q's dtype.
+    An index of -1 marks an empty slot that gets no weight.
     """
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     group = q.shape[1] // k.shape[1]
-    rows = idx.long()[..., None].expand(-1, -1, -1, k.shape[-1])  # [B, Hq, K, d]
+    rows = idx.long().clamp(min=0)[..., None].expand(-1, -1, -1, k.shape[-1])  # [B, Hq, K, d]
     k_sel = k.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
     v_sel = v.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
     scores = torch.einsum("bhd,bhkd->bhk", q.to(compute), k_sel) * scale
-    probs = scores.softmax(dim=-1)
+    probs = scores.masked_fill(idx < 0, float("-inf")).softmax(dim=-1)
     return torch.einsum("bhk,bhkd->bhd", probs, v_sel).to(q.dtype)
 
 
-def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Full softmax attention of one query token: q [B, Hq, d], k/v [B, Hkv, L, d] -> [B, Hq, d]."""
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Full softmax attention of one query token: q [B, Hq, d], k/v [B, Hkv, L, d] -> [B, Hq, d].
+
+    `valid` ([B, L] bool) leaves out padded tokens.
+    """
     all_rows = torch.arange(k.shape[2], device=q.device).expand(q.shape[0], q.shape[1], -1)
+    if valid is not None:
+        all_rows = all_rows.masked_fill(~valid[:, None, :], -1)
     return sparse_attention(q, k, v, all_rows, scale)

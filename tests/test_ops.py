@@ -55,6 +55,22 @@ def test_decode_keeps_sink_and_recent_and_finds_a_planted_key(backend):
     assert 150 in set(idx[0, 0].tolist()) and 150 in set(idx[0, 2].tolist()), "the planted key was not selected"
 
 
+@BACKENDS
+@pytest.mark.parametrize("budget", [4, 64])
+def test_decode_never_selects_padding(backend, budget):
+    q, k, v, codes = decode_inputs((2, 4, 2, 40, 64), torch.float32, seeded("pad", backend, budget))
+    valid = torch.ones(2, 40, dtype=torch.bool, device=DEVICE)
+    valid[1, :25] = False  # a left-padded row with 15 real tokens
+    config = adamas.AdamasConfig(budget=budget, sink=1, dense_layers=(), backend=backend)
+    out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid)
+    assert not ((idx[1] >= 0) & (idx[1] < 25)).any(), "a padded token was selected"
+    assert (idx[1] == 25).any(dim=-1).all(), "the first real token is the sink"
+    expected = reference.sparse_attention(q, k, v, idx, 64**-0.5)
+    assert_close("padded decode", out, expected, torch.float32)
+    if budget >= 40:
+        assert_close("padded full budget", out, reference.dense_attention(q, k, v, 64**-0.5, valid), torch.float32)
+
+
 def test_dense_layers_run_full_attention():
     q, k, v, codes = decode_inputs((1, 4, 2, 100, 64), torch.float32, seeded("dense-layer"))
     config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1))
@@ -148,6 +164,7 @@ q0, k0, i0 = torch.zeros(1, 4, 64), torch.zeros(1, 2, 9, 64), torch.zeros(1, 4, 
         ),
         (lambda: adamas.sparse_attention(q0, k0, k0, i0.float()), TypeError, "int32 or int64"),
         (lambda: adamas.sparse_attention(q0, k0, k0, i0 + 9), ValueError, r"\[0, L = 9\)"),
+        (lambda: adamas.sparse_attention(q0, k0, k0, i0 - 1), ValueError, "a real one in every row"),
         (lambda: adamas.sparse_attention(q0, k0, k0, i0[:, :2]), ValueError, "idx heads"),
         (lambda: adamas.sparse_attention(q0, k0, k0, i0, scale=-1.0), ValueError, "scale"),
         (lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 9, 16), {"budget": 4}), TypeError, "AdamasConfig"),

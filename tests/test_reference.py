@@ -139,3 +139,23 @@ def test_dense_attention_matches_sdpa(dtype):
     )[:, :, 0]
     out = reference.dense_attention(q.to(dtype), k.to(dtype), v.to(dtype), 64**-0.5)
     assert_close("dense_attention", out, expected, dtype)
+
+
+def test_empty_slots_get_no_weight():
+    gen = seeded("empty-slots")
+    q, k, v = randn(1, 2, 64, gen=gen), randn(1, 1, 10, 64, gen=gen), randn(1, 1, 10, 64, gen=gen)
+    idx = torch.tensor([[[3, -1, 7, -1], [-1, -1, -1, 5]]], device=DEVICE)
+    out = reference.sparse_attention(q, k, v, idx, 0.125)
+    expected = reference.sparse_attention(q, k, v, torch.tensor([[[3, 7], [5, 5]]], device=DEVICE), 0.125)
+    assert_close("empty slots", out, expected, torch.float32)
+
+
+def test_mark_forced_counts_sink_over_valid_tokens_and_excludes_padding():
+    dist = torch.full((2, 1, 8), 5, dtype=torch.int32)
+    valid = torch.tensor([[True] * 8, [False, False, False] + [True] * 5])
+    marked = reference.mark_forced(dist, sink=2, recent=1, valid=valid)
+    x = reference.EXCLUDED
+    assert marked[0, 0].tolist() == [-1, -1, 5, 5, 5, 5, 5, -1]
+    assert marked[1, 0].tolist() == [x, x, x, -1, -1, 5, 5, -1]
+    idx = reference.select(marked, 8)
+    assert (reference.drop_excluded(idx, marked) == -1).sum(-1).tolist() == [[0], [3]]

@@ -60,7 +60,8 @@ def _sparse_attention_partial_kernel(
     for off in range(start, end, BLOCK_K):
         o_k = off + tl.arange(0, BLOCK_K)
         m_k = o_k < end
-        b_rows = tl.load(p_idx + o_k, mask=m_k, other=0)
+        b_rows = tl.load(p_idx + o_k, mask=m_k, other=-1)
+        m_k = b_rows >= 0  # -1 marks a slot with no token (padding)
         # [BLOCK_K, D] the gathered rows
         b_k = tl.load(p_k + b_rows[:, None] * stride_kl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
         b_v = tl.load(p_v + b_rows[:, None] * stride_vl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
@@ -68,8 +69,10 @@ def _sparse_attention_partial_kernel(
         b_s = tl.sum(b_k * b_q[None, :], axis=1)
         b_s = tl.where(m_k, b_s, float("-inf"))
         b_m_new = tl.maximum(b_m, tl.max(b_s, axis=0))
-        b_alpha = tl.exp2(b_m - b_m_new)
-        b_p = tl.exp2(b_s - b_m_new)
+        # a block may hold only empty slots: subtract 0 rather than -inf so that no NaN appears
+        b_m_safe = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_alpha = tl.exp2(b_m - b_m_safe)
+        b_p = tl.exp2(b_s - b_m_safe)
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v, axis=0)
         b_m = b_m_new
@@ -122,7 +125,8 @@ def sparse_attention(
     """Softmax attention over selected rows: q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] -> [B, Hq, d].
 
     Accumulates in fp32, returns q's dtype. Last dims must be contiguous; indices must
-    lie in [0, L); inputs are trusted (see adamas.ops).
+    lie in [0, L), or be -1 for an empty slot (each row needs one real index); inputs are
+    trusted (see adamas.ops).
     """
     b, hq, d = q.shape
     n_sel = idx.shape[-1]

@@ -35,3 +35,15 @@ def test_sparse_attention_kernel_int32_indices_custom_scale_and_cache_slice():
     idx = random_indices(2, 4, 250, 97, gen).to(torch.int32)
     out = adamas.sparse_attention(q, k, v, idx, scale=0.05, backend="triton")
     assert_close("sparse_attention", out, reference.sparse_attention(q, k, v, idx, 0.05), torch.float32)
+
+
+@dtypes
+def test_sparse_attention_kernel_skips_empty_slots(dtype):
+    gen = seeded("empty", dtype)
+    q, k, v = randn(2, 4, 64, gen=gen, dtype=dtype), randn(2, 2, 300, 64, gen=gen, dtype=dtype), None
+    v = randn(2, 2, 300, 64, gen=gen, dtype=dtype)
+    idx = random_indices(2, 4, 300, 200, gen)
+    idx[0, 0, :150] = -1  # whole splits with nothing in them
+    idx[1, 3, 1:] = -1  # a single real row
+    out = adamas.sparse_attention(q, k, v, idx, backend="triton")
+    assert_close("sparse_attention", out, reference.sparse_attention(q, k, v, idx, 0.125), dtype)
