@@ -1,4 +1,5 @@
-# The two README commands: `make app` runs the app, `make test` runs lint and the tests.
+# The two README commands: `make app` runs the app, `make test` runs lint and the tests
+# (the integration tests also against the oldest supported transformers).
 # Both build .venv on first use (and again when the dependency files change).
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,11 @@ STAMP := $(VENV)/.installed
 GPU_PYTHON ?= python3
 GPU_REPORT ?= benchmarks/results/gpu_tests.json
 
-.PHONY: app test lint test-gpu
+# The oldest transformers release we support, tested in its own environment.
+FLOOR_VENV ?= .venv-floor
+TRANSFORMERS_FLOOR ?= transformers==5.17.0
+
+.PHONY: app test lint test-gpu test-floor
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml .ci/setup
 	bash .ci/setup $(VENV)
@@ -22,6 +27,14 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+	$(MAKE) test-floor
+
+$(FLOOR_VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml .ci/setup
+	TRANSFORMERS_SPEC=$(TRANSFORMERS_FLOOR) bash .ci/setup $(FLOOR_VENV)
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -m pytest tests/test_integration.py tests/test_loading.py
 
 test-gpu:
 	$(GPU_PYTHON) -m pytest --gpu-report $(GPU_REPORT)

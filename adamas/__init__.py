@@ -9,14 +9,35 @@ specification; `adamas.kernels` holds the Triton kernels of the GPU path.
 from adamas.config import PAPER_THRESHOLDS, AdamasConfig
 from adamas.ops import decode_attention, encode, hadamard, manhattan, select, sparse_attention, unpack
 
+_INTEGRATION = {"enable", "disable", "AdamasCache"}
+_LOADING = {"load_model"}
+
+
+def __getattr__(name: str):
+    """The transformers-facing names load on first use, so the core needs no transformers."""
+    if name in _INTEGRATION:
+        from adamas import integration
+
+        return getattr(integration, name)
+    if name in _LOADING:
+        from adamas import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module 'adamas' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "PAPER_THRESHOLDS",
+    "AdamasCache",
     "AdamasConfig",
     "decode_attention",
+    "disable",
+    "enable",
     "encode",
     "hadamard",
+    "load_model",
     "manhattan",
     "select",
     "sparse_attention",

@@ -13,6 +13,8 @@ import torch
 # Must be set before triton compiles anything: without a GPU, kernels run interpreted.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Tests never download from a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _EMPTY, _EMPTY_LIKE = torch.empty, torch.empty_like
 

@@ -1,0 +1,204 @@
+"""Adamas inside transformers: a cache layer that keeps 2-bit key codes, and the attention function.
+
+`enable(model, config)` registers the attention function "adamas" with transformers'
+AttentionInterface (prefill and dense layers go to SDPA, one-token decode steps to
+`adamas.decode_attention`) and a forward pre-hook that gives the cache that `generate`
+creates Adamas layers before anything is stored in it. `disable(model)` undoes both.
+Nothing in the model's classes is patched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import transformers
+from packaging.version import Version
+from torch.utils.hooks import RemovableHandle
+from transformers import AttentionInterface, Cache, DynamicCache
+from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from adamas.config import AdamasConfig
+from adamas.ops import decode_attention, encode
+
+TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
+"""Supported transformers releases: from the first (inclusive) up to the second (exclusive)."""
+SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+logger = logging.getLogger(__name__)
+ATTENTION_NAME = "adamas"
+
+if not Version(TRANSFORMERS_RANGE[0]) <= Version(transformers.__version__) < Version(TRANSFORMERS_RANGE[1]):
+    raise ImportError(
+        f"adamas needs transformers >= {TRANSFORMERS_RANGE[0]}, < {TRANSFORMERS_RANGE[1]}; "
+        f"found {transformers.__version__}"
+    )
+
+CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24.0") else "past_key_values"
+"""The name under which forward() and generate() take a Cache (renamed in transformers 5.24)."""
+
+# Set by AdamasLayer.update, read by the attention function called next in the same layer.
+_LAST_UPDATE: ContextVar[tuple[AdamasLayer, torch.Tensor] | None] = ContextVar("adamas_last_update", default=None)
+
+
+class AdamasLayer(DynamicLayer):
+    """A DynamicLayer that also keeps the packed 2-bit code of every cached key.
+
+    keys, values: [B, Hkv, L, d]; codes: [B, Hkv, L, d // 4] uint8, row t the code of
+    keys[:, :, t] under config.thresholds. New keys are encoded as they arrive (one kernel
+    call per update: the whole prompt at prefill, one token per decode step).
+    """
+
+    def __init__(self, config: AdamasConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.codes: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Append the new K/V rows and their codes; return the whole K and V."""
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        new_codes = encode(key_states, self.config.thresholds, backend=self.config.backend)
+        self.codes = new_codes if self.codes is None else torch.cat([self.codes, new_codes], dim=-2)
+        _LAST_UPDATE.set((self, keys))
+        return keys, values
+
+    def reset(self) -> None:
+        """Drop everything, codes included."""
+        super().reset()
+        self.codes = None
+
+    def crop(self, *args, **kwargs) -> None:
+        """Crop K/V as DynamicLayer does, and the codes to match."""
+        super().crop(*args, **kwargs)
+        if self.codes is not None:
+            self.codes = self.codes[:, :, : self.get_seq_length()]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the batch for beam search, codes included."""
+        super().reorder_cache(beam_idx)
+        if self.codes is not None:
+            self.codes = self.codes.index_select(0, beam_idx.to(self.codes.device))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each batch row, codes included."""
+        super().batch_repeat_interleave(repeats)
+        if self.codes is not None:
+            self.codes = self.codes.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the chosen batch rows, codes included."""
+        super().batch_select_indices(indices)
+        if self.codes is not None:
+            self.codes = self.codes[indices, ...]
+
+
+class AdamasCache(DynamicCache):
+    """A DynamicCache whose full-attention layers keep 2-bit key codes (dense layers stay plain)."""
+
+    def __init__(self, config: AdamasConfig, num_layers: int) -> None:
+        layers = [DynamicLayer() if i in config.dense_layers else AdamasLayer(config) for i in range(num_layers)]
+        Cache.__init__(self, layers=layers)
+
+
+def adamas_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """The "adamas" attention function: query [B, Hq, T, d], key/value [B, Hkv, L, d] -> ([B, T, Hq, d], None).
+
+    A one-token decode step on an Adamas cache layer runs Adamas; everything else (prefill,
+    dense layers, training, caches without codes) runs SDPA.
+    """
+    last = _LAST_UPDATE.get()
+    layer = last[0] if last is not None and last[1] is key else None
+    if layer is None or query.shape[2] != 1 or module.training:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    valid = _valid_tokens(attention_mask, key.shape[2])
+    out = decode_attention(query[:, :, 0], key, value, layer.codes, layer.config, scale=scaling, valid=valid)
+    return out[:, None], None
+
+
+def _valid_tokens(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """[B, L] bool of the tokens the decode query may see, from an SDPA-style mask [B, 1, 1, >= L]."""
+    if attention_mask is None:
+        return None
+    row = attention_mask[:, 0, -1, :length]
+    return row if row.dtype == torch.bool else row == 0
+
+
+@dataclass
+class _Enabled:
+    """What enable() changed on a model, so that disable() can undo it."""
+
+    config: AdamasConfig
+    previous_attention: str
+    hook: RemovableHandle
+
+
+def enable(model: torch.nn.Module, config: AdamasConfig) -> None:
+    """Make `model.generate()` decode with Adamas under `config` (again with a new config if enabled)."""
+    if not isinstance(config, AdamasConfig):
+        raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
+    model_config = getattr(model, "config", None)
+    family = getattr(model_config, "model_type", None)
+    if family not in SUPPORTED_FAMILIES:
+        raise ValueError(f"model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}")
+    if getattr(model_config, "sliding_window", None) is not None and getattr(model_config, "use_sliding_window", True):
+        logger.warning(
+            "%s uses sliding-window attention (window %s): those layers keep running SDPA, only full-attention "
+            "layers decode with Adamas",
+            family,
+            model_config.sliding_window,
+        )
+    disable(model)
+    AttentionInterface.register(ATTENTION_NAME, adamas_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    previous = model_config._attn_implementation
+    model.set_attn_implementation(ATTENTION_NAME)
+    hook = model.register_forward_pre_hook(functools.partial(_adopt_cache, config=config), with_kwargs=True)
+    model._adamas = _Enabled(config, previous, hook)
+
+
+def disable(model: torch.nn.Module) -> None:
+    """Return `model` to the attention it had before enable(); a no-op if Adamas is not enabled."""
+    state = getattr(model, "_adamas", None)
+    if state is None:
+        return
+    state.hook.remove()
+    model.set_attn_implementation(state.previous_attention)
+    del model._adamas
+
+
+def enabled_config(model: torch.nn.Module) -> AdamasConfig | None:
+    """The config `model` decodes with, or None when Adamas is not enabled."""
+    state = getattr(model, "_adamas", None)
+    return None if state is None else state.config
+
+
+def _adopt_cache(model: torch.nn.Module, args: tuple, kwargs: dict, config: AdamasConfig) -> None:
+    """Forward pre-hook: give an empty cache Adamas layers for its full-attention layers."""
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if not isinstance(cache, Cache) or cache.get_seq_length() > 0:
+        return
+    if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:  # layers appear on first update
+        cache.layer_class_to_replicate = functools.partial(_new_layer, cache, config)
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and i not in config.dense_layers:
+            cache.layers[i] = AdamasLayer(config)
+
+
+def _new_layer(cache: Cache, config: AdamasConfig) -> DynamicLayer:
+    """The next layer of a lazily built cache: Adamas unless its index is a dense layer."""
+    return DynamicLayer() if len(cache.layers) in config.dense_layers else AdamasLayer(config)

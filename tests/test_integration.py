@@ -1,0 +1,134 @@
+"""Adamas through transformers: plain generate() on tiny random models of each family."""
+
+import pytest
+import torch
+import transformers
+from helpers import DEVICE
+
+import adamas
+from adamas import integration
+
+TINY = dict(
+    vocab_size=96,
+    hidden_size=96,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
+FAMILIES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+}
+NEW_TOKENS = 10
+
+
+def tiny_model(family: str, dtype=torch.float32, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config_class, model_class = FAMILIES[family]
+    if family == "mistral":
+        overrides.setdefault("sliding_window", None)  # Mistral v0.2 on: full attention
+    return model_class(config_class(**TINY | overrides)).to(DEVICE, dtype).eval()
+
+
+def prompt_batch(batch: int = 2, length: int = 40, pad: int = 12):
+    """Token ids and a left-padding mask: row 1 holds `pad` padding tokens."""
+    ids = torch.randint(3, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    if batch > 1:
+        ids[1, :pad], mask[1, :pad] = 0, 0
+    return ids.to(DEVICE), mask.to(DEVICE)
+
+
+def greedy(model, ids, mask):
+    return model.generate(
+        ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0
+    )
+
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """Counts the decode steps that ran Adamas, per layer."""
+    calls = []
+    real = integration.decode_attention
+
+    def spy(q, k, *args, **kwargs):
+        calls.append(k.shape[2])
+        return real(q, k, *args, **kwargs)
+
+    monkeypatch.setattr(integration, "decode_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_full_budget_is_token_identical_and_disable_restores(family, decode_calls):
+    model = tiny_model(family)
+    ids, mask = prompt_batch()
+    full = greedy(model, ids, mask)
+    adamas.enable(model, adamas.AdamasConfig(budget=4096))
+    with_adamas = greedy(model, ids, mask)
+    sparse_layers = TINY["num_hidden_layers"] - 2  # layers 0 and 1 stay dense
+    assert len(decode_calls) == sparse_layers * (NEW_TOKENS - 1), "Adamas did not run on every decode step"
+    assert torch.equal(with_adamas, full)
+    adamas.disable(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.equal(greedy(model, ids, mask), full)
+    assert len(decode_calls) == sparse_layers * (NEW_TOKENS - 1), "Adamas ran after disable()"
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_small_budget_decodes_through_the_sparse_path(family, decode_calls):
+    model = tiny_model(family)
+    ids, mask = prompt_batch()
+    adamas.enable(model, adamas.AdamasConfig(budget=8, dense_layers=()))
+    out = greedy(model, ids, mask)
+    assert out.shape == (2, ids.shape[1] + NEW_TOKENS)
+    assert len(decode_calls) == TINY["num_hidden_layers"] * (NEW_TOKENS - 1)
+    assert decode_calls[-1] == ids.shape[1] + NEW_TOKENS - 1, "the last step should see the whole context"
+
+
+def test_cache_layer_keeps_codes_of_every_key():
+    model = tiny_model("llama")
+    ids, mask = prompt_batch(batch=1)
+    config = adamas.AdamasConfig(budget=8)
+    cache = integration.AdamasCache(config, TINY["num_hidden_layers"])
+    kwargs = {integration.CACHE_ARGUMENT: cache}
+    model.generate(ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False, **kwargs)
+    assert [type(layer).__name__ for layer in cache.layers] == ["DynamicLayer"] * 2 + ["AdamasLayer"] * 2
+    layer = cache.layers[3]
+    assert layer.codes.shape == (*layer.keys.shape[:3], 16 // 4)
+    assert torch.equal(layer.codes, adamas.encode(layer.keys, backend="torch"))
+    layer.crop(-2)
+    assert layer.codes.shape[2] == layer.keys.shape[2] == ids.shape[1] + 1
+
+
+def test_enable_rejects_bad_input():
+    with pytest.raises(TypeError, match="AdamasConfig"):
+        adamas.enable(tiny_model("llama"), {"budget": 8})
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    with pytest.raises(ValueError, match=r"'gpt2' is not supported.*llama"):
+        adamas.enable(gpt2, adamas.AdamasConfig())
+    adamas.disable(gpt2)  # a no-op on a model that was never enabled
+
+
+def test_sliding_window_layers_stay_dense_with_a_warning(caplog, decode_calls):
+    model = tiny_model("mistral", sliding_window=16)
+    with caplog.at_level("WARNING", logger="adamas.integration"):
+        adamas.enable(model, adamas.AdamasConfig(budget=8))
+    assert "sliding-window" in caplog.text
+    greedy(model, *prompt_batch())
+    assert decode_calls == []
+
+
+def test_enable_twice_replaces_the_config():
+    model = tiny_model("llama")
+    adamas.enable(model, adamas.AdamasConfig(budget=8))
+    adamas.enable(model, adamas.AdamasConfig(budget=16))
+    assert integration.enabled_config(model).budget == 16
+    assert len(model._forward_pre_hooks) == 1
+    adamas.disable(model)
+    assert integration.enabled_config(model) is None and len(model._forward_pre_hooks) == 0
