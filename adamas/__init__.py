@@ -11,6 +11,7 @@ from adamas.ops import decode_attention, encode, hadamard, manhattan, select, sp
 
 _INTEGRATION = {"enable", "disable", "AdamasCache"}
 _LOADING = {"load_model"}
+_GENERATION = {"generate"}
 
 
 def __getattr__(name: str):
@@ -23,6 +24,10 @@ def __getattr__(name: str):
         from adamas import loading
 
         return getattr(loading, name)
+    if name in _GENERATION:
+        from adamas import generation
+
+        return getattr(generation, name)
     raise AttributeError(f"module 'adamas' has no attribute {name!r}")
 
 
@@ -36,6 +41,7 @@ __all__ = [
     "disable",
     "enable",
     "encode",
+    "generate",
     "hadamard",
     "load_model",
     "manhattan",

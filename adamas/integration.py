@@ -25,6 +25,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from adamas.config import AdamasConfig
 from adamas.ops import decode_attention, encode
+from adamas.tracing import ACTIVE_TRACER
 
 TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
 """Supported transformers releases: from the first (inclusive) up to the second (exclusive)."""
@@ -126,7 +127,13 @@ def adamas_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     valid = _valid_tokens(attention_mask, key.shape[2])
-    out = decode_attention(query[:, :, 0], key, value, layer.codes, layer.config, scale=scaling, valid=valid)
+    q, config = query[:, :, 0], layer.config
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    tracer = ACTIVE_TRACER.get()
+    if tracer is None:
+        return decode_attention(q, key, value, layer.codes, config, scale=scale, valid=valid)[:, None], None
+    out, idx = decode_attention(q, key, value, layer.codes, config, scale=scale, valid=valid, return_indices=True)
+    tracer.observe(module.layer_idx, q, key, layer.codes, idx, scale, config.thresholds, valid)
     return out[:, None], None
 
 

