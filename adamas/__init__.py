@@ -7,7 +7,7 @@ specification; `adamas.kernels` holds the Triton kernels of the GPU path.
 """
 
 from adamas.config import PAPER_THRESHOLDS, AdamasConfig
-from adamas.ops import decode_attention, encode, hadamard, manhattan, select, sparse_attention, unpack
+from adamas.ops import calibrate, decode_attention, encode, hadamard, manhattan, select, sparse_attention, unpack
 
 _INTEGRATION = {"enable", "disable", "AdamasCache"}
 _LOADING = {"load_model"}
@@ -37,6 +37,7 @@ __all__ = [
     "PAPER_THRESHOLDS",
     "AdamasCache",
     "AdamasConfig",
+    "calibrate",
     "decode_attention",
     "disable",
     "enable",

@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--doc", type=Path, required=True, help="a text file")
     gen.add_argument("--question", required=True)
     gen.add_argument("--budget", type=int, default=128, help="tokens attended per query head (default 128)")
-    gen.add_argument("--thresholds", default="paper", help="'paper' or three increasing numbers: -10,0,10")
+    gen.add_argument(
+        "--thresholds", default="calibrated", help="calibrated (default), paper, or three numbers: -10,0,10"
+    )
     gen.add_argument("--model", default=None, help="HF model id or directory (default: offline SmolLM2-135M)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--compare-full", action="store_true", help="also answer with full attention")
@@ -44,7 +46,7 @@ def _answer(label: str, stream) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen command; return the exit status."""
     args = _parser().parse_args(argv)
-    thresholds = args.thresholds if args.thresholds == "paper" else args.thresholds.split(",")
+    thresholds = args.thresholds if args.thresholds in ("paper", "calibrated") else args.thresholds.split(",")
     try:
         config = AdamasConfig(budget=args.budget, thresholds=thresholds)
         document = args.doc.read_text(encoding="utf-8", errors="replace")

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 PAPER_THRESHOLDS: tuple[float, float, float] = (-10.0, 0.0, 10.0)
 """Bucket edges of the authors' code, tuned on Llama-2 at head_dim 128."""
 
+CALIBRATION_QUANTILES: tuple[float, float, float] = (0.35, 0.5, 0.65)
+"""Quantiles of the prefill keys' transformed values for "calibrated" thresholds: the best recall
+measured on SmolLM2 (benchmarks/results/threshold_recall_cpu.json)."""
+
 BACKENDS = ("auto", "torch", "triton")
 
 
@@ -20,26 +24,42 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def check_thresholds(thresholds: object) -> tuple[float, float, float]:
+def check_thresholds(thresholds: object, allow_calibrated: bool = False) -> tuple[float, float, float] | str:
     """Return `thresholds` as three finite, strictly increasing floats.
 
-    `"paper"` stands for the authors' (-10, 0, 10).
+    `"paper"` stands for the authors' (-10, 0, 10); `"calibrated"` passes through where allowed.
     """
     if thresholds == "paper":
         return PAPER_THRESHOLDS
+    if thresholds == "calibrated" and allow_calibrated:
+        return "calibrated"
     if isinstance(thresholds, str):
-        raise ValueError(f"thresholds must be 'paper' or three increasing floats, got {thresholds!r}")
+        allowed = "'paper', 'calibrated'" if allow_calibrated else "'paper'"
+        raise ValueError(f"thresholds must be {allowed} or three increasing floats, got {thresholds!r}")
+    return check_increasing("thresholds", thresholds)
+
+
+def check_increasing(name: str, thresholds: object) -> tuple[float, float, float]:
+    """Return `thresholds` as three finite, strictly increasing floats, else raise naming them."""
     try:
         values = tuple(float(t) for t in thresholds)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise TypeError(f"thresholds must be three floats, got {thresholds!r}") from None
+        raise TypeError(f"{name} must be three floats, got {thresholds!r}") from None
     if len(values) != 3:
-        raise ValueError(f"thresholds must hold exactly 3 values (4 buckets), got {len(values)}: {values}")
+        raise ValueError(f"{name} must hold exactly 3 values (4 buckets), got {len(values)}: {values}")
     if not all(math.isfinite(t) for t in values):
-        raise ValueError(f"thresholds must be finite, got {values}")
+        raise ValueError(f"{name} must be finite, got {values}")
     if not values[0] < values[1] < values[2]:
-        raise ValueError(f"thresholds must be strictly increasing, got {values}")
+        raise ValueError(f"{name} must be strictly increasing, got {values}")
     return values  # type: ignore[return-value]
+
+
+def check_quantiles(quantiles: object, name: str = "calibration_quantiles") -> tuple[float, float, float]:
+    """Return three strictly increasing quantiles inside (0, 1), else raise naming them."""
+    values = check_increasing(name, quantiles)
+    if not (values[0] > 0 and values[2] < 1):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {values}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,8 @@ class AdamasConfig:
     """How one Adamas decode step selects the tokens it attends to.
 
     budget: tokens attended per query head (sink and recent tokens included).
-    thresholds: bucket edges for the 2-bit codes, or "paper" for (-10, 0, 10).
+    thresholds: bucket edges for the 2-bit codes, "paper" for (-10, 0, 10), or "calibrated":
+        per layer and KV head, the `calibration_quantiles` of the prefill keys' transformed values.
     dense_layers: layer indices that always run full attention.
     sink: the first `sink` tokens are always selected.
     recent: the last `recent` tokens are always selected.
@@ -55,7 +76,8 @@ class AdamasConfig:
     """
 
     budget: int = 128
-    thresholds: tuple[float, float, float] = field(default=PAPER_THRESHOLDS)
+    thresholds: tuple[float, float, float] | str = field(default=PAPER_THRESHOLDS)
+    calibration_quantiles: tuple[float, float, float] = CALIBRATION_QUANTILES
     dense_layers: tuple[int, ...] = (0, 1)
     sink: int = 0
     recent: int = 0
@@ -63,7 +85,8 @@ class AdamasConfig:
 
     def __post_init__(self) -> None:
         check_int("budget", self.budget, 1)
-        object.__setattr__(self, "thresholds", check_thresholds(self.thresholds))
+        object.__setattr__(self, "thresholds", check_thresholds(self.thresholds, allow_calibrated=True))
+        object.__setattr__(self, "calibration_quantiles", check_quantiles(self.calibration_quantiles))
         if isinstance(self.dense_layers, (str, bytes)) or not hasattr(self.dense_layers, "__iter__"):
             raise TypeError(f"dense_layers must be a sequence of ints, got {self.dense_layers!r}")
         layers = tuple(check_int("dense_layers item", i, 0) for i in self.dense_layers)

@@ -24,7 +24,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from adamas.config import AdamasConfig
-from adamas.ops import decode_attention, encode
+from adamas.ops import calibrate, decode_attention, encode, query_thresholds
 from adamas.tracing import ACTIVE_TRACER
 
 TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
@@ -58,11 +58,18 @@ class AdamasLayer(DynamicLayer):
         super().__init__(**kwargs)
         self.config = config
         self.codes: torch.Tensor | None = None
+        # the bucket edges of this layer: config.thresholds, or fp32 [Hkv, 3] fitted to the first keys
+        self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Append the new K/V rows and their codes; return the whole K and V."""
         keys, values = super().update(key_states, value_states, *args, **kwargs)
-        new_codes = encode(key_states, self.config.thresholds, backend=self.config.backend)
+        if self.thresholds is None:
+            calibrated = self.config.thresholds == "calibrated"
+            self.thresholds = (
+                calibrate(key_states, self.config.calibration_quantiles) if calibrated else self.config.thresholds
+            )
+        new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
         self.codes = new_codes if self.codes is None else torch.cat([self.codes, new_codes], dim=-2)
         _LAST_UPDATE.set((self, keys))
         return keys, values
@@ -70,7 +77,7 @@ class AdamasLayer(DynamicLayer):
     def reset(self) -> None:
         """Drop everything, codes included."""
         super().reset()
-        self.codes = None
+        self.codes = self.thresholds = None
 
     def crop(self, *args, **kwargs) -> None:
         """Crop K/V as DynamicLayer does, and the codes to match."""
@@ -127,13 +134,17 @@ def adamas_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     valid = _valid_tokens(attention_mask, key.shape[2])
-    q, config = query[:, :, 0], layer.config
+    q, config, codes = query[:, :, 0], layer.config, layer.codes
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
+    step = functools.partial(
+        decode_attention, q, key, value, codes, config, scale=scale, valid=valid, thresholds=per_head
+    )
     tracer = ACTIVE_TRACER.get()
     if tracer is None:
-        return decode_attention(q, key, value, layer.codes, config, scale=scale, valid=valid)[:, None], None
-    out, idx = decode_attention(q, key, value, layer.codes, config, scale=scale, valid=valid, return_indices=True)
-    tracer.observe(module.layer_idx, q, key, layer.codes, idx, scale, config.thresholds, valid)
+        return step()[:, None], None
+    out, idx = step(return_indices=True)
+    tracer.observe(module.layer_idx, q, key, codes, idx, scale, query_thresholds(config, per_head, q, key), valid)
     return out[:, None], None
 
 

@@ -23,7 +23,14 @@ from adamas.checks import (
     check_tensor,
     resolve_backend,
 )
-from adamas.config import PAPER_THRESHOLDS, AdamasConfig, check_int, check_thresholds
+from adamas.config import (
+    CALIBRATION_QUANTILES,
+    PAPER_THRESHOLDS,
+    AdamasConfig,
+    check_int,
+    check_quantiles,
+    check_thresholds,
+)
 
 
 def _impl(backend: str, device: torch.device) -> ModuleType:
@@ -51,17 +58,34 @@ def hadamard(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
 
 
 def encode(
-    x: torch.Tensor, thresholds: tuple[float, float, float] | str = PAPER_THRESHOLDS, *, backend: str = "auto"
+    x: torch.Tensor,
+    thresholds: tuple[float, float, float] | str | torch.Tensor = PAPER_THRESHOLDS,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """2-bit codes of hadamard(x): x [..., d] float -> uint8 [..., d // 4].
 
-    Each element's code is its bucket 0..3 under the three strictly increasing
-    `thresholds` ("paper" = (-10, 0, 10)), numbered as torch.bucketize(right=False)
-    does; dim j's code sits in byte j // 4 at bit offset 2 * (j % 4).
+    Each element's code is its bucket 0..3 under three increasing `thresholds`
+    ("paper" = (-10, 0, 10), or a float tensor [H, 3] with one row per head of x
+    [B, H, d] or [B, H, L, d], e.g. from `calibrate`), numbered as
+    torch.bucketize(right=False) does; dim j's code sits in byte j // 4 at bit 2 * (j % 4).
     """
     _check_floats(x)
-    edges = check_thresholds(thresholds)
+    edges = (
+        _check_head_thresholds(thresholds, x) if isinstance(thresholds, torch.Tensor) else check_thresholds(thresholds)
+    )
     return _impl(backend, x.device).encode(x, edges)
+
+
+def calibrate(k: torch.Tensor, quantiles: tuple[float, float, float] = CALIBRATION_QUANTILES) -> torch.Tensor:
+    """Per-KV-head thresholds from keys: the `quantiles` of hadamard(k)'s values, k [B, Hkv, L, d] -> fp32 [Hkv, 3]."""
+    check_tensor("k", k, 4)
+    check_float("k", k)
+    check_head_dim("k.shape[-1] (the head_dim)", k.shape[-1])
+    quantiles = check_quantiles(quantiles, "quantiles")
+    if k.shape[2] < 1:
+        raise ValueError(f"k must hold at least one token, got shape {tuple(k.shape)}")
+    return reference.calibrate(k, quantiles)
 
 
 def unpack(codes: torch.Tensor, d: int) -> torch.Tensor:
@@ -155,6 +179,7 @@ def decode_attention(
     scale: float | None = None,
     return_indices: bool = False,
     valid: torch.Tensor | None = None,
+    thresholds: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """One Adamas decode step: encode q, score all keys by code distance, select, attend.
 
@@ -164,6 +189,8 @@ def decode_attention(
     With return_indices, also the selected int64 [B, Hq, min(budget, L)] (None on a dense layer).
     `valid` ([B, L] bool, False for padding) keeps padded tokens out; their slots in the
     returned indices are -1 when fewer valid tokens than the budget exist.
+    `thresholds` (fp32 [Hkv, 3], the ones k_codes were made with) is required when
+    config.thresholds is "calibrated" and overrides config.thresholds otherwise.
     """
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
@@ -186,7 +213,7 @@ def decode_attention(
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
-    q_codes = impl.encode(q, config.thresholds)  # [B, Hq, d // 4]
+    q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
     idx = impl.select(dist, config.budget)  # [B, Hq, min(budget, L)]
@@ -211,6 +238,33 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     check_heads(q.shape[1], k.shape[1])
     if k.shape[2] < 1:
         raise ValueError(f"k and v must hold at least one token, got shape {tuple(k.shape)}")
+
+
+def query_thresholds(
+    config: AdamasConfig, thresholds: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor
+) -> tuple[float, float, float] | torch.Tensor:
+    """The query's bucket edges: config.thresholds, or the KV heads' `thresholds` [Hkv, 3] spread to [Hq, 3]."""
+    if thresholds is None:
+        if config.thresholds == "calibrated":
+            raise ValueError("config.thresholds is 'calibrated': pass the keys' thresholds (adamas.calibrate(k))")
+        return config.thresholds
+    _check_head_thresholds(thresholds, k)
+    return thresholds.to(q.device).repeat_interleave(q.shape[1] // k.shape[1], dim=0)  # [Hq, 3]
+
+
+def _check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-head thresholds must be finite, non-decreasing floats [H, 3] for x [B, H, ...]."""
+    if not thresholds.dtype.is_floating_point or thresholds.ndim != 2 or thresholds.shape[1] != 3:
+        raise ValueError(
+            f"per-head thresholds must be a float tensor [H, 3], got {thresholds.dtype} {tuple(thresholds.shape)}"
+        )
+    if x.ndim not in (3, 4) or thresholds.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"per-head thresholds [H = {thresholds.shape[0]}, 3] need x [B, H, d] or [B, H, L, d], got {tuple(x.shape)}"
+        )
+    if thresholds.device.type == "cpu" and (not thresholds.isfinite().all() or (thresholds.diff(dim=1) < 0).any()):
+        raise ValueError("per-head thresholds must be finite and non-decreasing along each row")
+    return thresholds
 
 
 def _check_scale(scale: float | None, d: int) -> float:

@@ -40,10 +40,26 @@ def hadamard(x: torch.Tensor) -> torch.Tensor:
     return (x.to(compute) @ h).to(x.dtype)
 
 
-def bucketize(y: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
-    """The bucket 0..3 of each element, as torch.bucketize(right=False) numbers them: int64."""
-    edges = torch.tensor(thresholds, dtype=y.dtype, device=y.device)
-    return torch.bucketize(y, edges, right=False)
+def bucketize(y: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
+    """The bucket 0..3 of each element, as torch.bucketize(right=False) numbers them: int64.
+
+    thresholds: three floats, or [H, 3] per head of y [B, H, d] / [B, H, L, d].
+    """
+    if not isinstance(thresholds, torch.Tensor):
+        return torch.bucketize(y, torch.tensor(thresholds, dtype=y.dtype, device=y.device), right=False)
+    edges = thresholds.to(device=y.device, dtype=y.dtype).view(1, -1, *([1] * (y.ndim - 2)), 3)
+    return (y[..., None] > edges).sum(dim=-1)
+
+
+def calibrate(k: torch.Tensor, quantiles: tuple[float, float, float], max_samples: int = 1 << 20) -> torch.Tensor:
+    """Per-KV-head thresholds: the `quantiles` of hadamard(k)'s values, k [B, Hkv, L, d] -> fp32 [Hkv, 3].
+
+    At most `max_samples` evenly strided values per head are used (torch.quantile's input is bounded).
+    """
+    y = hadamard(k.float()).transpose(0, 1).reshape(k.shape[1], -1)  # [Hkv, B * L * d]
+    step = max(1, -(-y.shape[1] // max_samples))
+    q = torch.tensor(quantiles, dtype=torch.float32, device=k.device)
+    return torch.quantile(y[:, ::step], q, dim=1).T.contiguous()
 
 
 def pack(codes: torch.Tensor) -> torch.Tensor:
@@ -59,8 +75,11 @@ def unpack(codes: torch.Tensor) -> torch.Tensor:
     return ((codes[..., None] >> shifts) & 3).flatten(-2)
 
 
-def encode(x: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
-    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4]."""
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
+    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4].
+
+    thresholds: three floats, or [H, 3] per head of x [B, H, d] / [B, H, L, d].
+    """
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     return pack(bucketize(hadamard(x.to(compute)), thresholds))
 

@@ -68,10 +68,13 @@ class Tracer:
         k_codes: torch.Tensor,
         idx: torch.Tensor,
         scale: float,
-        thresholds: tuple[float, float, float],
+        thresholds: tuple[float, float, float] | torch.Tensor,
         valid: torch.Tensor | None,
     ) -> None:
-        """Record one sparse layer: q [B, Hq, d], k [B, Hkv, L, d], k_codes, idx [B, Hq, K]."""
+        """Record one sparse layer: q [B, Hq, d], k [B, Hkv, L, d], k_codes, idx [B, Hq, K].
+
+        `thresholds` are the query's bucket edges (three floats, or [Hq, 3]).
+        """
         q0, k0, idx0 = q[:1].float(), k[:1].float(), idx[0]
         group = q0.shape[1] // k0.shape[1]
         true = torch.einsum("hd,hld->hl", q0[0], k0[0].repeat_interleave(group, dim=0)) * scale  # [Hq, L]

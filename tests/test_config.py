@@ -18,6 +18,7 @@ def test_values_are_normalised_and_frozen():
     config = AdamasConfig(budget=64, thresholds=[-1, 0, 2], dense_layers=[3], backend="torch")
     assert config.thresholds == (-1.0, 0.0, 2.0) and config.dense_layers == (3,)
     assert AdamasConfig(thresholds="paper").thresholds == PAPER_THRESHOLDS
+    assert AdamasConfig(thresholds="calibrated").thresholds == "calibrated"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.budget = 3
 
@@ -31,7 +32,9 @@ def test_values_are_normalised_and_frozen():
         ({"thresholds": (1.0, 1.0, 2.0)}, ValueError, "strictly increasing"),
         ({"thresholds": (1.0, 2.0, 3.0, 4.0)}, ValueError, "exactly 3"),
         ({"thresholds": ("a", "b", "c")}, TypeError, "three floats"),
-        ({"thresholds": "calibrate"}, ValueError, "'calibrate'"),
+        ({"thresholds": "calibrate"}, ValueError, "'paper', 'calibrated' or three"),
+        ({"calibration_quantiles": (0.3, 0.5, 1.0)}, ValueError, "between 0 and 1"),
+        ({"calibration_quantiles": (0.6, 0.5, 0.7)}, ValueError, "calibration_quantiles must be strictly increasing"),
         ({"dense_layers": 2}, TypeError, "dense_layers"),
         ({"dense_layers": (0, -1)}, ValueError, "dense_layers item must be >= 0"),
         ({"sink": -1}, ValueError, "sink"),

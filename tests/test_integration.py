@@ -44,9 +44,15 @@ def prompt_batch(batch: int = 2, length: int = 40, pad: int = 12):
     return ids.to(DEVICE), mask.to(DEVICE)
 
 
-def greedy(model, ids, mask):
+def greedy(model, ids, mask, **kwargs):
     return model.generate(
-        ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0
+        ids,
+        attention_mask=mask,
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        pad_token_id=0,
+        **kwargs,
     )
 
 
@@ -104,6 +110,24 @@ def test_cache_layer_keeps_codes_of_every_key():
     assert torch.equal(layer.codes, adamas.encode(layer.keys, backend="torch"))
     layer.crop(-2)
     assert layer.codes.shape[2] == layer.keys.shape[2] == ids.shape[1] + 1
+
+
+def test_calibrated_layers_fit_thresholds_to_their_prefill(decode_calls):
+    model = tiny_model("qwen3")
+    ids, mask = prompt_batch()
+    full = greedy(model, ids, mask)
+    config = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
+    cache = integration.AdamasCache(config, TINY["num_hidden_layers"])
+    kwargs = {integration.CACHE_ARGUMENT: cache}
+    adamas.enable(model, config)
+    try:
+        assert torch.equal(greedy(model, ids, mask, **kwargs), full)
+    finally:
+        adamas.disable(model)
+    layer = cache.layers[2]
+    assert layer.thresholds.shape == (TINY["num_key_value_heads"], 3)
+    assert torch.equal(layer.codes, adamas.encode(layer.keys, layer.thresholds, backend="torch"))
+    assert len(decode_calls) == 2 * (NEW_TOKENS - 1)
 
 
 def test_enable_rejects_bad_input():

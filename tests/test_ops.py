@@ -71,6 +71,20 @@ def test_decode_never_selects_padding(backend, budget):
         assert_close("padded full budget", out, reference.dense_attention(q, k, v, 64**-0.5, valid), torch.float32)
 
 
+@BACKENDS
+def test_decode_with_per_head_thresholds(backend):
+    q, k, v, _ = decode_inputs((2, 6, 2, 90, 64), torch.float32, seeded("calibrated", backend))
+    edges = adamas.calibrate(k)  # [Hkv, 3]
+    codes = adamas.encode(k, edges, backend="torch")
+    config = adamas.AdamasConfig(budget=16, thresholds="calibrated", dense_layers=(), backend=backend)
+    out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, thresholds=edges)
+    dist = reference.manhattan(reference.encode(q, edges.repeat_interleave(3, dim=0)), codes)
+    assert_valid_selection(idx, dist, 16)
+    assert_close("calibrated decode", out, reference.sparse_attention(q, k, v, idx, 64**-0.5), torch.float32)
+    with pytest.raises(ValueError, match="pass the keys' thresholds"):
+        adamas.decode_attention(q, k, v, codes, config)
+
+
 def test_dense_layers_run_full_attention():
     q, k, v, codes = decode_inputs((1, 4, 2, 100, 64), torch.float32, seeded("dense-layer"))
     config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1))
@@ -110,6 +124,17 @@ x64 = torch.zeros(2, 64)
         (lambda: adamas.encode(x64, (0.0, 1.0)), ValueError, "exactly 3"),
         (lambda: adamas.encode(x64, (0.0, 1.0, float("inf"))), ValueError, "finite"),
         (lambda: adamas.encode(x64, "tuned"), ValueError, "'tuned'"),
+        (lambda: adamas.encode(x64, "calibrated"), ValueError, "'calibrated'"),
+        (lambda: adamas.encode(torch.zeros(1, 2, 64), torch.zeros(3, 3)), ValueError, r"H = 3"),
+        (lambda: adamas.encode(torch.zeros(1, 2, 64), torch.zeros(2, 4)), ValueError, r"\[H, 3\]"),
+        (
+            lambda: adamas.encode(torch.zeros(1, 2, 64), torch.tensor([[0.0, 1.0, 0.5]] * 2)),
+            ValueError,
+            "non-decreasing",
+        ),
+        (lambda: adamas.calibrate(torch.zeros(1, 2, 5, 64), (0.5, 0.4, 0.9)), ValueError, "strictly increasing"),
+        (lambda: adamas.calibrate(torch.zeros(1, 2, 5, 64), (0.0, 0.5, 0.9)), ValueError, "between 0 and 1"),
+        (lambda: adamas.calibrate(torch.zeros(2, 5, 64)), ValueError, "4 dims"),
         (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.int32), 64), TypeError, "uint8"),
         (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.uint8), 128), ValueError, "d // 4 = 32"),
         (lambda: adamas.unpack(torch.zeros(2, 16, dtype=torch.uint8), 60), ValueError, "got 60"),

@@ -159,3 +159,20 @@ def test_mark_forced_counts_sink_over_valid_tokens_and_excludes_padding():
     assert marked[1, 0].tolist() == [x, x, x, -1, -1, 5, 5, -1]
     idx = reference.select(marked, 8)
     assert (reference.drop_excluded(idx, marked) == -1).sum(-1).tolist() == [[0], [3]]
+
+
+def test_per_head_thresholds_bucket_each_head_by_its_own_edges():
+    y = torch.tensor([[[0.5, 1.5, 2.5, 3.5]], [[0.5, 1.5, 2.5, 3.5]]]).transpose(0, 1)  # [1, H=2, 4]
+    edges = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.1, 0.2]])
+    assert reference.bucketize(y, edges).tolist() == [[[0, 1, 2, 3], [3, 3, 3, 3]]]
+
+
+def test_calibrate_puts_the_quantiles_of_each_head_at_the_edges():
+    gen = seeded("calibrate")
+    k = randn(2, 3, 500, 64, gen=gen) * torch.tensor([1.0, 4.0, 0.5], device=DEVICE).view(1, 3, 1, 1)
+    edges = reference.calibrate(k, (0.25, 0.5, 0.75))
+    assert edges.shape == (3, 3) and (edges.diff(dim=1) > 0).all()
+    y = reference.hadamard(k).transpose(0, 1).reshape(3, -1)
+    below = (y[:, :, None] <= edges[:, None, :]).double().mean(dim=1)  # share of values under each edge
+    assert torch.allclose(below, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=DEVICE), atol=2e-3)
+    assert edges[1, 2] > 3 * edges[0, 2], "a wider head gets wider edges"

@@ -24,7 +24,11 @@ def _hadamard_encode_kernel(
     t0,
     t1,
     t2,
+    t_ptr,
+    ROWS_PER_HEAD,
+    HEADS,
     inv_sqrt_d,
+    PER_HEAD: tl.constexpr,
     D: tl.constexpr,
     LOG2_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -38,6 +42,13 @@ def _hadamard_encode_kernel(
     o_d = tl.arange(0, D)
     # [BLOCK_N, D]
     b_x = tl.load(x_ptr + o_n[:, None] * stride_xn + o_d[None, :], mask=m_n[:, None], other=0.0).to(tl.float32)
+    if PER_HEAD:  # [BLOCK_N, 1] the thresholds of each row's head
+        p_t = t_ptr + ((o_n // ROWS_PER_HEAD) % HEADS) * 3
+        b_t0 = tl.load(p_t, mask=m_n, other=0.0)[:, None]
+        b_t1 = tl.load(p_t + 1, mask=m_n, other=0.0)[:, None]
+        b_t2 = tl.load(p_t + 2, mask=m_n, other=0.0)[:, None]
+    else:
+        b_t0, b_t1, b_t2 = t0, t1, t2
     for j0 in tl.static_range(0, D, BLOCK_D):
         o_j = j0 + tl.arange(0, BLOCK_D)
         # [D, BLOCK_D] Sylvester entries: H[i, j] = (-1) ** popcount(i & j)
@@ -49,7 +60,7 @@ def _hadamard_encode_kernel(
         # [BLOCK_N, BLOCK_D]; the ±1 products are exact, sums in fp32
         b_y = tl.dot(b_x, b_h, input_precision=PRECISION) * inv_sqrt_d
         if PACK:
-            b_c = (b_y > t0).to(tl.int32) + (b_y > t1).to(tl.int32) + (b_y > t2).to(tl.int32)
+            b_c = (b_y > b_t0).to(tl.int32) + (b_y > b_t1).to(tl.int32) + (b_y > b_t2).to(tl.int32)
             # [BLOCK_N, BLOCK_D // 4, 4] -> one byte per 4 dims, dim j at bit 2 * (j % 4)
             b_c = tl.reshape(b_c, [BLOCK_N, BLOCK_D // 4, 4])
             b_shift = 2 * tl.arange(0, 4)
@@ -62,7 +73,9 @@ def _hadamard_encode_kernel(
             tl.store(p_o, b_y.to(o_ptr.dtype.element_ty), mask=m_n[:, None])
 
 
-def _launch(x: torch.Tensor, out: torch.Tensor, thresholds: tuple[float, float, float], pack: bool) -> torch.Tensor:
+def _launch(
+    x: torch.Tensor, out: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor, pack: bool
+) -> torch.Tensor:
     d = x.shape[-1]
     rows = x.reshape(-1, d)  # [N, d]; a view whenever the rows are evenly strided
     if rows.stride(-1) != 1:
@@ -73,14 +86,24 @@ def _launch(x: torch.Tensor, out: torch.Tensor, thresholds: tuple[float, float, 
     # fp16 and bf16 values are exact in tf32, so the dot stays exact there; fp32 needs ieee
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     grid = (triton.cdiv(n, block_n),)
+    per_head = isinstance(thresholds, torch.Tensor)
+    if per_head:  # [H, 3] for dim 1 of x: [B, H, d] (one row a head) or [B, H, L, d] (L rows a head)
+        table = thresholds.to(device=x.device, dtype=torch.float32).contiguous()
+        scalars, rows_per_head, heads = (0.0, 0.0, 0.0), (x.shape[2] if x.ndim == 4 else 1), table.shape[0]
+    else:
+        table, scalars, rows_per_head, heads = rows, thresholds, 1, 1
     _hadamard_encode_kernel[grid](
         rows,
         out_rows,
         n,
         rows.stride(0),
         out_rows.stride(0),
-        *thresholds,
+        *scalars,
+        table,
+        rows_per_head,
+        heads,
         1.0 / math.sqrt(d),
+        PER_HEAD=per_head,
         D=d,
         LOG2_D=d.bit_length() - 1,
         BLOCK_N=block_n,
@@ -99,11 +122,12 @@ def hadamard(x: torch.Tensor) -> torch.Tensor:
     return _launch(x, torch.empty_like(x, memory_format=torch.contiguous_format), (0.0, 0.0, 0.0), pack=False)
 
 
-def encode(x: torch.Tensor, thresholds: tuple[float, float, float]) -> torch.Tensor:
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
     """2-bit codes of hadamard(x): x [..., d] float -> uint8 [..., d // 4].
 
     Dim j's code (its bucket 0..3 under the three increasing thresholds, as
     torch.bucketize(right=False)) sits in byte j // 4 at bit offset 2 * (j % 4).
+    thresholds: three floats for every row, or fp32 [H, 3] per head of x [B, H, d] / [B, H, L, d].
     """
     out = torch.empty(*x.shape[:-1], x.shape[-1] // 4, dtype=torch.uint8, device=x.device)
     return _launch(x, out, thresholds, pack=True)

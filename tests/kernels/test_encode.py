@@ -43,3 +43,17 @@ def test_encode_kernel_reads_strided_rows():
     window = cache[:, :, 7:40]  # a slice of a preallocated cache: not contiguous
     assert torch.equal(adamas.encode(window, backend="triton"), reference.encode(window, (-10.0, 0.0, 10.0)))
     assert DEVICE in str(window.device)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64), (2, 3, 37, 64), (1, 4, 1, 128)], ids=["query", "keys", "one-key"])
+@dtypes
+def test_encode_kernel_per_head_thresholds(shape, dtype):
+    gen = seeded("per-head", shape, dtype)
+    x = randn(*shape, gen=gen, dtype=dtype, std=2.0)
+    edges = torch.sort(torch.randn(shape[1], 3, generator=gen) * 2, dim=1).values.to(DEVICE)  # [H, 3]
+    got = reference.unpack(adamas.encode(x, edges, backend="triton"))
+    want = reference.unpack(reference.encode(x, edges))
+    y = reference.hadamard(x.float())
+    spread = edges.view(1, shape[1], *([1] * (x.ndim - 2)), 3)
+    near = ((y[..., None] - spread).abs() <= 4 * TOL[torch.float32] * (1 + spread.abs())).any(-1)
+    assert ((got == want) | near).all(), f"{int(((got != want) & ~near).sum())} codes differ"
