@@ -51,7 +51,7 @@ def bucketize(y: torch.Tensor, thresholds: tuple[float, float, float] | torch.Te
     return (y[..., None] > edges).sum(dim=-1)
 
 
-def calibrate(k: torch.Tensor, quantiles: tuple[float, float, float], max_samples: int = 1 << 20) -> torch.Tensor:
+def calibrate(k: torch.Tensor, quantiles: tuple[float, float, float], max_samples: int = 1 << 16) -> torch.Tensor:
     """Per-KV-head thresholds: the `quantiles` of hadamard(k)'s values, k [B, Hkv, L, d] -> fp32 [Hkv, 3].
 
     At most `max_samples` evenly strided values per head are used (torch.quantile's input is bounded).
@@ -84,15 +84,24 @@ def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tenso
     return pack(bucketize(hadamard(x.to(compute)), thresholds))
 
 
+@functools.lru_cache(maxsize=8)
+def byte_distance_table(device: torch.device) -> torch.Tensor:
+    """D[a, b] = sum over the four 2-bit codes packed in bytes a and b of |code(a) - code(b)|: int32 [256, 256]."""
+    codes = unpack(torch.arange(256, dtype=torch.uint8, device=device)[:, None]).int()  # [256, 4]
+    return (codes[:, None, :] - codes[None, :, :]).abs().sum(dim=-1, dtype=torch.int32)
+
+
 def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
-    """L1 distance between each query head's code and every key code.
+    """L1 distance between each query head's code and every key code, byte by byte through a table.
 
     q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8 -> int32 [B, Hq, L].
     """
-    group = q_codes.shape[1] // k_codes.shape[1]
-    cq = unpack(q_codes).to(torch.int32)  # [B, Hq, d]
-    ck = unpack(k_codes).to(torch.int32).repeat_interleave(group, dim=1)  # [B, Hq, L, d]
-    return (cq[:, :, None, :] - ck).abs().sum(dim=-1, dtype=torch.int32)
+    b, hq, nb = q_codes.shape
+    hkv, length = k_codes.shape[1], k_codes.shape[2]
+    table = byte_distance_table(q_codes.device).flatten()
+    q = q_codes.view(b, hkv, hq // hkv, 1, nb).long() * 256  # [B, Hkv, G, 1, d // 4]
+    pairs = q + k_codes[:, :, None].long()  # [B, Hkv, G, L, d // 4]: row-major index into the table
+    return table[pairs].sum(dim=-1, dtype=torch.int32).view(b, hq, length)
 
 
 EXCLUDED = torch.iinfo(torch.int32).max
@@ -135,10 +144,13 @@ def sparse_attention(
     An index of -1 marks an empty slot that gets no weight.
     """
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    group = q.shape[1] // k.shape[1]
-    rows = idx.long().clamp(min=0)[..., None].expand(-1, -1, -1, k.shape[-1])  # [B, Hq, K, d]
-    k_sel = k.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
-    v_sel = v.repeat_interleave(group, dim=1).gather(2, rows).to(compute)
+    b, hq, n_sel = idx.shape
+    hkv, length, d = k.shape[1:]
+    # row of each selection in k viewed as [B, Hkv * L, d]: query head h reads KV head h // (Hq // Hkv)
+    heads = torch.arange(hq, device=idx.device) // (hq // hkv)
+    rows = (heads[:, None] * length + idx.long().clamp(min=0)).view(b, hq * n_sel, 1).expand(-1, -1, d)
+    k_sel = k.reshape(b, hkv * length, d).gather(1, rows).view(b, hq, n_sel, d).to(compute)  # [B, Hq, K, d]
+    v_sel = v.reshape(b, hkv * length, d).gather(1, rows).view(b, hq, n_sel, d).to(compute)
     scores = torch.einsum("bhd,bhkd->bhk", q.to(compute), k_sel) * scale
     probs = scores.masked_fill(idx < 0, float("-inf")).softmax(dim=-1)
     return torch.einsum("bhk,bhkd->bhd", probs, v_sel).to(q.dtype)

@@ -15,16 +15,25 @@ import triton.testing
 
 def environment() -> dict:
     """Device, versions and date of this run, stored with every result file."""
-    props = torch.cuda.get_device_properties(0)
+    cuda = torch.cuda.is_available()
+    props = torch.cuda.get_device_properties(0) if cuda else None
     return {
-        "device": props.name,
-        "multiprocessors": props.multi_processor_count,
+        "device": props.name if cuda else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "multiprocessors": props.multi_processor_count if cuda else None,
         "cuda": torch.version.cuda,
+        "transformers": _version("transformers"),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return __import__(package).__version__
+    except ImportError:
+        return None
 
 
 def device_slug() -> str:

@@ -1,0 +1,121 @@
+"""Per-token decode latency of a whole model, Adamas vs full attention, after a long prefill.
+
+    python -m benchmarks.bench_decode [--shape smollm2] [--contexts 2048 8192] [--budgets 128]
+
+Random weights of a real model's shape (no download): prefill a random prompt, then time
+each greedy decode step (synchronized), for full attention and for Adamas at each budget.
+Prints a table and writes benchmarks/results/decode_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+import adamas
+from adamas.integration import CACHE_ARGUMENT
+from benchmarks.common import device_slug, print_table, write_results
+
+SHAPES = {  # LlamaConfig fields of real models
+    "smollm2": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> transformers.PreTrainedModel:
+    """A Llama-architecture model of `shape` with random weights."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(**SHAPES[shape])
+    return transformers.LlamaForCausalLM(config).to(device, dtype).eval()
+
+
+@torch.no_grad()
+def step_latencies(model, config: adamas.AdamasConfig | None, context: int, steps: int) -> tuple[float, list[float]]:
+    """Prefill `context` random tokens, then time `steps` decode steps: (prefill s, [step s])."""
+    device = next(model.parameters()).device
+    layers = model.config.num_hidden_layers
+    if config is None:
+        adamas.disable(model)
+        cache = transformers.DynamicCache()
+    else:
+        adamas.enable(model, config)
+        cache = adamas.AdamasCache(config, layers)
+    ids = torch.randint(0, model.config.vocab_size, (1, context), device=device)
+    _sync(device)
+    start = time.perf_counter()
+    token = model(input_ids=ids, **{CACHE_ARGUMENT: cache}).logits[:, -1:].argmax(-1)
+    _sync(device)
+    prefill = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        token = model(input_ids=token, **{CACHE_ARGUMENT: cache}).logits[:, -1:].argmax(-1)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    adamas.disable(model)
+    return prefill, times
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", default="smollm2", choices=list(SHAPES))
+    parser.add_argument("--contexts", type=int, nargs="+", default=[2048, 8000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[128])
+    parser.add_argument("--thresholds", default="calibrated")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = random_model(args.shape, device, dtype)
+    settings = [("full", None)] + [
+        (f"adamas-{b}", adamas.AdamasConfig(budget=b, thresholds=args.thresholds)) for b in args.budgets
+    ]
+    records = []
+    for context in args.contexts:
+        for name, config in settings:
+            step_latencies(model, config, context, args.warmup)  # compile kernels, warm the allocator
+            prefill, times = step_latencies(model, config, context, args.steps)
+            records.append(
+                {
+                    "shape": args.shape,
+                    "context": context,
+                    "attention": name,
+                    "budget": None if config is None else config.budget,
+                    "prefill_ms": prefill * 1e3,
+                    "step_ms_median": statistics.median(times) * 1e3,
+                    "step_ms_min": min(times) * 1e3,
+                    "step_ms_max": max(times) * 1e3,
+                }
+            )
+        full = records[-len(settings)]["step_ms_median"]
+        for record in records[-len(settings) :]:
+            record["speedup"] = full / record["step_ms_median"]
+    slug = device_slug() if device.type == "cuda" else "cpu"
+    out = Path(__file__).parent / "results" / f"decode_{slug}.json"
+    write_results(out, vars(args) | {"dtype": str(dtype)}, records)
+    print_table(records, ["shape", "context", "attention", "prefill_ms", "step_ms_median", "speedup"])
+    print(f"wrote {out.name}")
+
+
+if __name__ == "__main__":
+    main()
