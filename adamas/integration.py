@@ -128,6 +128,7 @@ def adamas_attention(
     dense layers, training, caches without codes) runs SDPA.
     """
     last = _LAST_UPDATE.get()
+    _LAST_UPDATE.set(None)  # hold no reference to the cache past this layer
     layer = last[0] if last is not None and last[1] is key else None
     if layer is None or query.shape[2] != 1 or module.training:
         return sdpa_attention_forward(
