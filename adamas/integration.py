@@ -47,12 +47,16 @@ _LAST_UPDATE: ContextVar[tuple[AdamasLayer, torch.Tensor] | None] = ContextVar("
 
 
 class AdamasLayer(DynamicLayer):
-    """A DynamicLayer that also keeps the packed 2-bit code of every cached key.
+    """A DynamicLayer that also keeps the packed 2-bit code of every cached key, in preallocated buffers.
 
-    keys, values: [B, Hkv, L, d]; codes: [B, Hkv, L, d // 4] uint8, row t the code of
-    keys[:, :, t] under config.thresholds. New keys are encoded as they arrive (one kernel
-    call per update: the whole prompt at prefill, one token per decode step).
+    keys, values: [B, Hkv, L, d] and codes: [B, Hkv, L, d // 4] uint8 are views of buffers
+    with room for more tokens; row t of codes is the code of keys[:, :, t] under
+    `thresholds`. New rows are written in place (a full buffer grows to hold an eighth more,
+    at least GROWTH tokens), and new keys are encoded as they arrive: one kernel call per
+    update, the whole prompt at prefill, one token per decode step.
     """
+
+    GROWTH = 256
 
     def __init__(self, config: AdamasConfig, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -62,46 +66,75 @@ class AdamasLayer(DynamicLayer):
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        """Append the new K/V rows and their codes; return the whole K and V."""
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        """Write the new K/V rows and their codes after the cached ones; return the whole K and V."""
         if self.thresholds is None:
             calibrated = self.config.thresholds == "calibrated"
             self.thresholds = (
                 calibrate(key_states, self.config.calibration_quantiles) if calibrated else self.config.thresholds
             )
         new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
-        self.codes = new_codes if self.codes is None else torch.cat([self.codes, new_codes], dim=-2)
-        _LAST_UPDATE.set((self, keys))
-        return keys, values
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.get_seq_length(), self.get_seq_length() + key_states.shape[-2]
+        self._reserve(key_states, value_states, new_codes, end)
+        for buffer, rows in ((self._keys, key_states), (self._values, value_states), (self._codes, new_codes)):
+            buffer[:, :, start:end] = rows
+        self.keys, self.values, self.codes = (b[:, :, :end] for b in (self._keys, self._values, self._codes))
+        _LAST_UPDATE.set((self, self.keys))
+        return self.keys, self.values
+
+    def _reserve(self, keys: torch.Tensor, values: torch.Tensor, codes: torch.Tensor, length: int) -> None:
+        """Make the buffers hold `length` tokens, keeping what is cached."""
+        capacity = 0 if self.codes is None else self._codes.shape[2]
+        if length <= capacity:
+            return
+        capacity = length + max(self.GROWTH, length // 8)
+        old = (self.keys, self.values, self.codes) if self.codes is not None else (None, None, None)
+        made = []
+        for like, cached in zip((keys, values, codes), old, strict=True):
+            buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])  # [B, Hkv, capacity, last]
+            if cached is not None:
+                buffer[:, :, : cached.shape[2]] = cached
+            made.append(buffer)
+        self._keys, self._values, self._codes = made
+
+    def _adopt(self) -> None:
+        """After an operation that replaced keys/values/codes, take them as the new buffers."""
+        if self.codes is not None:
+            self._keys, self._values, self._codes = self.keys, self.values, self.codes
 
     def reset(self) -> None:
-        """Drop everything, codes included."""
-        super().reset()
-        self.codes = self.thresholds = None
+        """Drop everything, codes and thresholds included (as 5.24's DynamicLayer does; 5.17 zeroed instead)."""
+        self.keys = self.values = self.codes = self.thresholds = None
+        self._keys = self._values = self._codes = None
+        self.is_initialized = False
 
     def crop(self, *args, **kwargs) -> None:
-        """Crop K/V as DynamicLayer does, and the codes to match."""
+        """Crop K/V as DynamicLayer does, and the codes to match (the buffers stay)."""
         super().crop(*args, **kwargs)
         if self.codes is not None:
-            self.codes = self.codes[:, :, : self.get_seq_length()]
+            self.codes = self._codes[:, :, : self.get_seq_length()]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the batch for beam search, codes included."""
         super().reorder_cache(beam_idx)
         if self.codes is not None:
             self.codes = self.codes.index_select(0, beam_idx.to(self.codes.device))
+        self._adopt()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat each batch row, codes included."""
         super().batch_repeat_interleave(repeats)
         if self.codes is not None:
             self.codes = self.codes.repeat_interleave(repeats, dim=0)
+        self._adopt()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the chosen batch rows, codes included."""
         super().batch_select_indices(indices)
         if self.codes is not None:
             self.codes = self.codes[indices, ...]
+        self._adopt()
 
 
 class AdamasCache(DynamicCache):

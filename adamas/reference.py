@@ -144,13 +144,13 @@ def sparse_attention(
     An index of -1 marks an empty slot that gets no weight.
     """
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    b, hq, n_sel = idx.shape
-    hkv, length, d = k.shape[1:]
-    # row of each selection in k viewed as [B, Hkv * L, d]: query head h reads KV head h // (Hq // Hkv)
-    heads = torch.arange(hq, device=idx.device) // (hq // hkv)
-    rows = (heads[:, None] * length + idx.long().clamp(min=0)).view(b, hq * n_sel, 1).expand(-1, -1, d)
-    k_sel = k.reshape(b, hkv * length, d).gather(1, rows).view(b, hq, n_sel, d).to(compute)  # [B, Hq, K, d]
-    v_sel = v.reshape(b, hkv * length, d).gather(1, rows).view(b, hq, n_sel, d).to(compute)
+    b, hq, _ = idx.shape
+    # query head h reads KV head h // (Hq // Hkv); indexing reads the rows in place (k may be a strided view)
+    batch = torch.arange(b, device=idx.device)[:, None, None]
+    heads = (torch.arange(hq, device=idx.device) // (hq // k.shape[1]))[None, :, None]
+    rows = idx.long().clamp(min=0)
+    k_sel = k[batch, heads, rows].to(compute)  # [B, Hq, K, d]
+    v_sel = v[batch, heads, rows].to(compute)
     scores = torch.einsum("bhd,bhkd->bhk", q.to(compute), k_sel) * scale
     probs = scores.masked_fill(idx < 0, float("-inf")).softmax(dim=-1)
     return torch.einsum("bhk,bhkd->bhd", probs, v_sel).to(q.dtype)

@@ -112,6 +112,29 @@ def test_cache_layer_keeps_codes_of_every_key():
     assert layer.codes.shape[2] == layer.keys.shape[2] == ids.shape[1] + 1
 
 
+def test_cache_layer_writes_in_place_and_stays_consistent_through_batch_edits():
+    config = adamas.AdamasConfig(budget=8, thresholds="calibrated")
+    layer = integration.AdamasLayer(config)
+    gen = torch.Generator().manual_seed(3)
+    k, v = (torch.randn(2, 2, 300, 16, generator=gen).to(DEVICE) for _ in range(2))
+    layer.update(k[:, :, :290], v[:, :, :290])
+    buffer = layer._keys
+    for t in range(290, 300):  # decode steps write into the same buffer
+        keys, values = layer.update(k[:, :, t : t + 1], v[:, :, t : t + 1])
+    assert layer._keys is buffer and keys.data_ptr() == buffer.data_ptr()
+    assert torch.equal(keys, k) and torch.equal(values, v)
+    assert torch.equal(layer.codes, adamas.encode(k, layer.thresholds, backend="torch"))
+    layer.batch_repeat_interleave(2)
+    layer.batch_select_indices(torch.tensor([0, 3], device=DEVICE))
+    extra = torch.randn(2, 2, 300, 16, generator=gen).to(DEVICE)  # grows past the buffer
+    layer.update(extra, extra)
+    expected = torch.cat([k, extra], dim=2)
+    assert torch.equal(layer.keys, expected)
+    assert torch.equal(layer.codes, adamas.encode(expected, layer.thresholds, backend="torch"))
+    layer.reset()
+    assert layer.codes is None and layer.get_seq_length() == 0
+
+
 def test_calibrated_layers_fit_thresholds_to_their_prefill(decode_calls):
     model = tiny_model("qwen3")
     ids, mask = prompt_batch()
