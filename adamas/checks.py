@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from adamas.config import BACKENDS
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
@@ -17,8 +19,8 @@ def interpreter_enabled() -> bool:
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Pick "torch" or "triton" for tensors on `device`: auto means Triton on CUDA only."""
-    if backend not in ("auto", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "triton" if device.type == "cuda" else "torch"
     if backend == "triton" and device.type != "cuda" and not interpreter_enabled():

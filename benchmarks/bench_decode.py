@@ -110,8 +110,7 @@ def main() -> None:
         full = records[-len(settings)]["step_ms_median"]
         for record in records[-len(settings) :]:
             record["speedup"] = full / record["step_ms_median"]
-    slug = device_slug() if device.type == "cuda" else "cpu"
-    out = Path(__file__).parent / "results" / f"decode_{slug}.json"
+    out = Path(__file__).parent / "results" / f"decode_{device_slug()}.json"
     write_results(out, vars(args) | {"dtype": str(dtype)}, records)
     print_table(records, ["shape", "context", "attention", "prefill_ms", "step_ms_median", "speedup"])
     print(f"wrote {out.name}")

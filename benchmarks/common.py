@@ -37,7 +37,9 @@ def _version(package: str) -> str | None:
 
 
 def device_slug() -> str:
-    """A file-name-safe short name of the GPU, e.g. 'h100'."""
+    """A file-name-safe short name of the GPU, e.g. 'h100', or 'cpu' without one."""
+    if not torch.cuda.is_available():
+        return "cpu"
     name = torch.cuda.get_device_name().lower()
     for chip in ("h200", "h100", "a100", "l40s", "a6000", "4090"):
         if chip in name:

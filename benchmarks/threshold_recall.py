@@ -11,16 +11,13 @@ Runs on the CPU or a GPU; prints a table and writes benchmarks/results/threshold
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 from pathlib import Path
 
 import torch
-import transformers
 
 import adamas
 from adamas.generation import document_messages
+from benchmarks.common import device_slug, write_results
 
 QUANTILES = [(0.1, 0.5, 0.9), (0.2, 0.5, 0.8), (0.25, 0.5, 0.75), (0.3, 0.5, 0.7), (0.35, 0.5, 0.65), (0.4, 0.5, 0.6)]
 
@@ -60,21 +57,9 @@ def main() -> None:
             )
             records.append({"thresholds": name, "budget": budget, "recall": recall})
             print(f"{name:32s} budget {budget:5d}  recall {recall:.3f}", flush=True)
-    device = next(model.parameters()).device
-    slug = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device).split()[-2].lower()
-    payload = {
-        "environment": {
-            "device": platform.processor() or "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "parameters": vars(args) | {"model": args.model or "SmolLM2-135M-Instruct (GGUF)", "document": "pydoc topics"},
-        "records": records,
-    }
-    out = Path(__file__).parent / "results" / f"threshold_recall_{slug}.json"
-    out.write_text(json.dumps(payload, indent=1) + "\n")
+    out = Path(__file__).parent / "results" / f"threshold_recall_{device_slug()}.json"
+    params = vars(args) | {"model": args.model or "SmolLM2-135M-Instruct (GGUF)", "document": "pydoc topics"}
+    write_results(out, params, records)
     print(f"wrote {out.name}")
 
 
