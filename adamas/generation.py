@@ -12,6 +12,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from adamas.config import AdamasConfig, check_int
 from adamas.integration import CACHE_ARGUMENT, AdamasCache, disable, enable, enabled_config
 from adamas.loading import check_context
+from adamas.static import GraphDecoder
 from adamas.tracing import ACTIVE_TRACER, StepTrace, Tracer, default_pairs
 
 
@@ -58,12 +59,17 @@ def generate(
     max_new_tokens: int = 256,
     trace: bool = False,
     trace_heads: tuple[tuple[int, int], ...] | None = None,
+    cuda_graph: bool | None = None,
 ) -> Iterator[StepRecord]:
     """Greedy-decode, yielding a StepRecord per token; Adamas under `config`, full attention if None.
 
     Both modes share the prefill (dense SDPA), so their answers and latencies compare.
     With `trace`, decode steps carry a StepTrace (see adamas.tracing for what and how much);
     `trace_heads` picks the (layer, head) pairs whose scores are kept (default: four).
+    `cuda_graph` (default: on CUDA without tracing, for full-attention models) decodes on a
+    fixed-capacity cache with each step replayed as one CUDA graph (adamas.static), so the
+    step latencies are the GPU's; the graph's capture counts in step 0's latency. Otherwise
+    the steps run eagerly on transformers' dynamic cache.
     The model's own Adamas state is restored when the generator finishes or is closed.
     """
     if config is not None and not isinstance(config, AdamasConfig):
@@ -72,6 +78,10 @@ def generate(
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, messages_or_prompt).to(device)
     check_context(model, ids.shape[-1] + max_new_tokens)
+    if _use_graph(cuda_graph, model, device, trace):
+        decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True)
+        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), _stop_ids(model, tokenizer), None)
+        return
     layers = model.config.num_hidden_layers
     tracer = None
     if trace and config is not None:
@@ -82,7 +92,8 @@ def generate(
     token = ACTIVE_TRACER.set(tracer)
     try:
         cache = AdamasCache(config, layers) if config is not None else DynamicCache()
-        yield from _decode(model, tokenizer, ids, cache, max_new_tokens, tracer)
+        steps = _eager_steps(model, ids, cache, max_new_tokens)
+        yield from _decode(tokenizer, steps, _stop_ids(model, tokenizer), tracer)
     finally:
         ACTIVE_TRACER.reset(token)
         _set_adamas(model, previous)
@@ -96,29 +107,58 @@ def _set_adamas(model: PreTrainedModel, config: AdamasConfig | None) -> None:
         enable(model, config)
 
 
-def _decode(model, tokenizer, ids: torch.Tensor, cache, max_new_tokens: int, tracer: Tracer | None):
-    """The greedy loop: one forward per token, timed, its text found by decoding the answer so far."""
-    stop = _stop_ids(model, tokenizer)
+def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.device, trace: bool) -> bool:
+    """Whether to decode with a captured CUDA graph; ValueError when asked for one that cannot be had."""
+    if cuda_graph is not None and not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
+    sliding = getattr(model.config, "sliding_window", None) is not None and getattr(
+        model.config, "use_sliding_window", True
+    )
+    if cuda_graph is None:
+        return device.type == "cuda" and not trace and not sliding
+    if cuda_graph and trace:
+        raise ValueError("trace=True records from Python at every layer, so it cannot run in a CUDA graph")
+    return cuda_graph
+
+
+def _eager_steps(model, ids: torch.Tensor, cache, max_new_tokens: int) -> Iterator[tuple[int, float, int]]:
+    """One forward per token on `cache`: (token id, latency s, tokens attended over) per step."""
+    inputs = ids
+    for _ in range(max_new_tokens):
+        start = time.perf_counter()
+        logits = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache}).logits
+        next_id = int(logits[0, -1].argmax())  # int() waits for the GPU
+        yield next_id, time.perf_counter() - start, cache.get_seq_length()
+        inputs = torch.tensor([[next_id]], device=ids.device)
+
+
+def _graph_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int) -> Iterator[tuple[int, float, int]]:
+    """Prefill (and capture) on `decoder`, then one graph replay per token; same tuples as _eager_steps."""
+    start = time.perf_counter()
+    token = decoder.prefill(ids)
+    if max_new_tokens > 1:
+        decoder.capture()
+    yield int(token), time.perf_counter() - start, decoder.length
+    for _ in range(max_new_tokens - 1):
+        start = time.perf_counter()
+        next_id = int(decoder.step())
+        yield next_id, time.perf_counter() - start, decoder.length
+
+
+def _decode(tokenizer, steps: Iterator[tuple[int, float, int]], stop: set[int], tracer: Tracer | None):
+    """Turn each step's token into a StepRecord, its text found by decoding the answer so far."""
     answer: list[int] = []
     text = ""
-    inputs = ids
-    for step in range(max_new_tokens):
-        start = time.perf_counter()
-        logits = model(input_ids=inputs, use_cache=True, **{CACHE_ARGUMENT: cache}).logits
-        next_id = int(logits[0, -1].argmax())
-        if logits.device.type == "cuda":
-            torch.cuda.synchronize(logits.device)
-        latency = time.perf_counter() - start
+    for step, (next_id, latency, context_length) in enumerate(steps):
         answer.append(next_id)
         full = tokenizer.decode(answer, skip_special_tokens=True)
-        record = StepRecord(step, next_id, full[len(text) :], latency, cache.get_seq_length())
+        record = StepRecord(step, next_id, full[len(text) :], latency, context_length)
         if tracer is not None and step > 0:
             record.trace, record.tracer = tracer.finish_step(), tracer
         text = full
         yield record
         if next_id in stop:
             return
-        inputs = torch.tensor([[next_id]], device=ids.device)
 
 
 def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -43,7 +43,23 @@ CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24.0
 """The name under which forward() and generate() take a Cache (renamed in transformers 5.24)."""
 
 # Set by AdamasLayer.update, read by the attention function called next in the same layer.
-_LAST_UPDATE: ContextVar[tuple[AdamasLayer, torch.Tensor] | None] = ContextVar("adamas_last_update", default=None)
+_LAST_UPDATE: ContextVar[tuple[object, torch.Tensor] | None] = ContextVar("adamas_last_update", default=None)
+
+
+def offer_codes(layer, keys: torch.Tensor) -> None:
+    """Tell the attention function called next that `keys` come from `layer`, a cache layer with codes.
+
+    The layer exposes `config`, `codes` (the codes of `keys`) and `thresholds`; the attention
+    function takes them only when it is handed this very `keys` tensor.
+    """
+    _LAST_UPDATE.set((layer, keys))
+
+
+def layer_thresholds(config: AdamasConfig, keys: torch.Tensor) -> tuple[float, float, float] | torch.Tensor:
+    """A cache layer's bucket edges: config.thresholds, or fp32 [Hkv, 3] fitted to its first `keys`."""
+    if config.thresholds == "calibrated":
+        return calibrate(keys, config.calibration_quantiles)
+    return config.thresholds
 
 
 class AdamasLayer(DynamicLayer):
@@ -68,10 +84,7 @@ class AdamasLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write the new K/V rows and their codes after the cached ones; return the whole K and V."""
         if self.thresholds is None:
-            calibrated = self.config.thresholds == "calibrated"
-            self.thresholds = (
-                calibrate(key_states, self.config.calibration_quantiles) if calibrated else self.config.thresholds
-            )
+            self.thresholds = layer_thresholds(self.config, key_states)
         new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
@@ -80,7 +93,7 @@ class AdamasLayer(DynamicLayer):
         for buffer, rows in ((self._keys, key_states), (self._values, value_states), (self._codes, new_codes)):
             buffer[:, :, start:end] = rows
         self.keys, self.values, self.codes = (b[:, :, :end] for b in (self._keys, self._values, self._codes))
-        _LAST_UPDATE.set((self, self.keys))
+        offer_codes(self, self.keys)
         return self.keys, self.values
 
     def _reserve(self, keys: torch.Tensor, values: torch.Tensor, codes: torch.Tensor, length: int) -> None:

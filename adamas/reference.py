@@ -111,8 +111,8 @@ EXCLUDED = torch.iinfo(torch.int32).max
 def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Distance -1 for the first `sink` and last `recent` tokens, so that selection keeps them.
 
-    With `valid` ([B, L] bool, False for padding), sink counts valid tokens only and
-    padding gets the distance EXCLUDED.
+    With `valid` ([B, L] bool, False for padding or for a static cache's empty slots), sink
+    and recent count valid tokens only and the invalid ones get the distance EXCLUDED.
     """
     if sink == 0 and recent == 0 and valid is None:
         return dist
@@ -120,7 +120,8 @@ def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor 
     pos = torch.arange(length, device=dist.device)
     if valid is None:
         return dist.masked_fill((pos < sink) | (pos >= length - recent), -1)
-    forced = valid & ((valid.cumsum(-1) <= sink) | (pos >= length - recent))  # [B, L]
+    from_end = valid.flip(-1).cumsum(-1).flip(-1)  # [B, L]: valid tokens at or after each position
+    forced = valid & ((valid.cumsum(-1) <= sink) | (from_end <= recent))  # [B, L]
     return dist.masked_fill(forced[:, None, :], -1).masked_fill(~valid[:, None, :], EXCLUDED)
 
 

@@ -94,3 +94,19 @@ class RunReport:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """Counts the decode steps that ran Adamas, per layer (the context length each saw)."""
+    from adamas import integration  # here, so that the core tests need no transformers
+
+    calls = []
+    real = integration.decode_attention
+
+    def spy(q, k, *args, **kwargs):
+        calls.append(k.shape[2])
+        return real(q, k, *args, **kwargs)
+
+    monkeypatch.setattr(integration, "decode_attention", spy)
+    return calls

@@ -4,44 +4,12 @@ import pytest
 import torch
 import transformers
 from helpers import DEVICE
+from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
 
 import adamas
 from adamas import integration
 
-TINY = dict(
-    vocab_size=96,
-    hidden_size=96,
-    intermediate_size=128,
-    num_hidden_layers=4,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=512,
-)
-FAMILIES = {
-    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
-    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
-}
 NEW_TOKENS = 10
-
-
-def tiny_model(family: str, dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config_class, model_class = FAMILIES[family]
-    if family == "mistral":
-        overrides.setdefault("sliding_window", None)  # Mistral v0.2 on: full attention
-    return model_class(config_class(**TINY | overrides)).to(DEVICE, dtype).eval()
-
-
-def prompt_batch(batch: int = 2, length: int = 40, pad: int = 12):
-    """Token ids and a left-padding mask: row 1 holds `pad` padding tokens."""
-    ids = torch.randint(3, TINY["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    if batch > 1:
-        ids[1, :pad], mask[1, :pad] = 0, 0
-    return ids.to(DEVICE), mask.to(DEVICE)
 
 
 def greedy(model, ids, mask, **kwargs):
@@ -54,20 +22,6 @@ def greedy(model, ids, mask, **kwargs):
         pad_token_id=0,
         **kwargs,
     )
-
-
-@pytest.fixture
-def decode_calls(monkeypatch):
-    """Counts the decode steps that ran Adamas, per layer."""
-    calls = []
-    real = integration.decode_attention
-
-    def spy(q, k, *args, **kwargs):
-        calls.append(k.shape[2])
-        return real(q, k, *args, **kwargs)
-
-    monkeypatch.setattr(integration, "decode_attention", spy)
-    return calls
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

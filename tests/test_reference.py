@@ -161,6 +161,14 @@ def test_mark_forced_counts_sink_over_valid_tokens_and_excludes_padding():
     assert (reference.drop_excluded(idx, marked) == -1).sum(-1).tolist() == [[0], [3]]
 
 
+def test_mark_forced_counts_recent_over_valid_tokens_when_the_cache_has_empty_slots():
+    dist = torch.full((1, 1, 8), 5, dtype=torch.int32)
+    valid = torch.tensor([[True] * 5 + [False] * 3])  # a static cache: 5 tokens written, 3 slots empty
+    marked = reference.mark_forced(dist, sink=1, recent=2, valid=valid)
+    x = reference.EXCLUDED
+    assert marked[0, 0].tolist() == [-1, 5, 5, -1, -1, x, x, x]
+
+
 def test_per_head_thresholds_bucket_each_head_by_its_own_edges():
     y = torch.tensor([[[0.5, 1.5, 2.5, 3.5]], [[0.5, 1.5, 2.5, 3.5]]]).transpose(0, 1)  # [1, H=2, 4]
     edges = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.1, 0.2]])
