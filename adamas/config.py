@@ -13,6 +13,12 @@ CALIBRATION_QUANTILES: tuple[float, float, float] = (0.35, 0.5, 0.65)
 measured on SmolLM2 (benchmarks/results/threshold_recall_cpu.json)."""
 
 BACKENDS = ("auto", "torch", "triton")
+SELECTORS = ("adamas", "adamas-calibrated", "quest", "streaming", "oracle", "full")
+"""How a decode step picks its tokens: Adamas (paper or calibrated thresholds), or a baseline to compare with."""
+QUEST_PAGE = 16
+"""Tokens per page of the Quest selector, as in the Quest paper."""
+STREAMING_SINK = 4
+"""Sink tokens of the StreamingLLM selector when the config sets no `sink`, as in the StreamingLLM paper."""
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -66,6 +72,11 @@ def check_quantiles(quantiles: object, name: str = "calibration_quantiles") -> t
 class AdamasConfig:
     """How one Adamas decode step selects the tokens it attends to.
 
+    selector: "adamas" (2-bit codes under `thresholds`), "adamas-calibrated" (the same with
+        thresholds "calibrated"), or a baseline sharing the cache and the decode path:
+        "quest" (pages of QUEST_PAGE tokens ranked by the bound q·max/min of their keys),
+        "streaming" (the first `sink` tokens, STREAMING_SINK if 0, and the most recent ones),
+        "oracle" (the true top-`budget` by q·k) or "full" (every token).
     budget: tokens attended per query head (sink and recent tokens included).
     thresholds: bucket edges for the 2-bit codes, "paper" for (-10, 0, 10), or "calibrated":
         per layer and KV head, the `calibration_quantiles` of the prefill keys' transformed values.
@@ -82,10 +93,18 @@ class AdamasConfig:
     sink: int = 0
     recent: int = 0
     backend: str = "auto"
+    selector: str = "adamas"
 
     def __post_init__(self) -> None:
         check_int("budget", self.budget, 1)
-        object.__setattr__(self, "thresholds", check_thresholds(self.thresholds, allow_calibrated=True))
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+        thresholds = check_thresholds(self.thresholds, allow_calibrated=True)
+        if self.selector == "adamas-calibrated":
+            if thresholds not in (PAPER_THRESHOLDS, "calibrated"):
+                raise ValueError(f"selector 'adamas-calibrated' fits its own thresholds; got thresholds {thresholds}")
+            thresholds = "calibrated"
+        object.__setattr__(self, "thresholds", thresholds)
         object.__setattr__(self, "calibration_quantiles", check_quantiles(self.calibration_quantiles))
         if isinstance(self.dense_layers, (str, bytes)) or not hasattr(self.dense_layers, "__iter__"):
             raise TypeError(f"dense_layers must be a sequence of ints, got {self.dense_layers!r}")

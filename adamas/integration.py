@@ -170,13 +170,14 @@ def adamas_attention(
 ) -> tuple[torch.Tensor, None]:
     """The "adamas" attention function: query [B, Hq, T, d], key/value [B, Hkv, L, d] -> ([B, T, Hq, d], None).
 
-    A one-token decode step on an Adamas cache layer runs Adamas; everything else (prefill,
-    dense layers, training, caches without codes) runs SDPA.
+    A one-token decode step on an Adamas cache layer runs Adamas (or the config's baseline
+    selector); everything else (prefill, dense layers, selector "full", training, caches
+    without codes) runs SDPA.
     """
     last = _LAST_UPDATE.get()
     _LAST_UPDATE.set(None)  # hold no reference to the cache past this layer
     layer = last[0] if last is not None and last[1] is key else None
-    if layer is None or query.shape[2] != 1 or module.training:
+    if layer is None or query.shape[2] != 1 or module.training or layer.config.selector == "full":
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )

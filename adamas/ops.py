@@ -12,7 +12,7 @@ from types import ModuleType
 
 import torch
 
-from adamas import reference
+from adamas import reference, selectors
 from adamas.checks import (
     check_codes,
     check_float,
@@ -26,6 +26,8 @@ from adamas.checks import (
 from adamas.config import (
     CALIBRATION_QUANTILES,
     PAPER_THRESHOLDS,
+    QUEST_PAGE,
+    STREAMING_SINK,
     AdamasConfig,
     check_int,
     check_quantiles,
@@ -186,7 +188,10 @@ def decode_attention(
     q [B, Hq, d]; k, v [B, Hkv, L, d]; k_codes [B, Hkv, L, d // 4] uint8 (from `encode(k)`)
     -> [B, Hq, d] in q's dtype. Layers in config.dense_layers (when layer_idx is given)
     run full attention; the first config.sink and last config.recent tokens are always kept.
-    With return_indices, also the selected int64 [B, Hq, min(budget, L)] (None on a dense layer).
+    config.selector swaps Adamas' choice of tokens for a baseline's (adamas.selectors), or
+    for all tokens ("full"); the attention over them is the same.
+    With return_indices, also the selected int64 [B, Hq, K] (None on a dense layer): K is
+    min(budget, L), or for Quest the tokens of its max(1, budget // 16) pages.
     `valid` ([B, L] bool, False for padding) keeps padded tokens out; their slots in the
     returned indices are -1 when fewer valid tokens than the budget exist.
     `thresholds` (fp32 [Hkv, 3], the ones k_codes were made with) is required when
@@ -207,20 +212,36 @@ def decode_attention(
                 f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
             )
         check_same("device", q=q, valid=valid)
-    if layer_idx is not None and layer_idx in config.dense_layers:
+    if config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers):
         out = reference.dense_attention(q, k, v, scale, valid)
         return (out, None) if return_indices else out
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
+    if config.selector in ("adamas", "adamas-calibrated"):
+        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds)
+    else:
+        idx = _baseline_select(q, k, config, valid)
+    out = impl.sparse_attention(q, k, v, idx, scale)
+    return (out, idx) if return_indices else out
+
+
+def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
+    """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
     idx = impl.select(dist, config.budget)  # [B, Hq, min(budget, L)]
-    if valid is not None:
-        idx = reference.drop_excluded(idx, dist)
-    out = impl.sparse_attention(q, k, v, idx, scale)
-    return (out, idx) if return_indices else out
+    return reference.drop_excluded(idx, dist) if valid is not None else idx
+
+
+def _baseline_select(q, k, config: AdamasConfig, valid) -> torch.Tensor:
+    """The tokens a baseline selector (quest, streaming, oracle) picks, [B, Hq, K] with -1 for empty slots."""
+    if config.selector == "quest":
+        return selectors.quest_select(q, k, config.budget, QUEST_PAGE, valid)
+    if config.selector == "streaming":
+        return selectors.streaming_select(q, k, config.budget, config.sink or STREAMING_SINK, valid)
+    return selectors.oracle_select(q, k, config.budget, config.sink, config.recent, valid)
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

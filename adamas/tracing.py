@@ -4,8 +4,8 @@ A `Tracer` is active (through a context variable) while `adamas.generate(..., tr
 runs; the attention function hands it each sparse layer's query, keys and selection.
 It records batch row 0 only:
 - `density` [layers, Hq, max_len] int32: how often each token was selected, summed over steps;
-- per step, `recall` [layers, Hq] fp32: the share of the true top-K attention mass
-  (K = tokens selected) that the selection kept (NaN on dense layers);
+- per step, `recall` [layers, Hq] fp32: the attention mass of the selected tokens over the
+  true top-K mass, K = the tokens that head selected (NaN on dense layers);
 - per step, for the traced (layer, head) pairs only: the selected indices, the estimated
   scores (negated code distances, int16) and the true scores q·k·scale (fp16) over the context.
 Memory: 4·layers·Hq·max_len bytes, plus per step 4·layers·Hq + pairs·(8·K + 4·L) bytes;
@@ -81,8 +81,9 @@ class Tracer:
         if valid is not None:
             true = true.masked_fill(~valid[0], float("-inf"))
         probs = true.softmax(dim=-1)
-        kept = probs.gather(-1, idx0.clamp(min=0)).masked_fill(idx0 < 0, 0).sum(-1)
-        best = probs.topk(idx0.shape[-1], dim=-1).values.sum(-1)
+        kept = probs.gather(-1, idx0.clamp(min=0)).masked_fill(idx0 < 0, 0).sum(-1)  # [Hq]
+        count = (idx0 >= 0).sum(-1, keepdim=True)  # tokens each head attended
+        best = probs.sort(dim=-1, descending=True).values.cumsum(-1).gather(-1, (count - 1).clamp(min=0))[:, 0]
         self.current.recall[layer] = (kept / best).cpu()
         rows = idx0.clamp(min=0).cpu()
         self.density[layer].scatter_add_(1, rows, (idx0 >= 0).int().cpu())
