@@ -1,5 +1,17 @@
 """Plotly figures for Adamas Studio; they take plain lists, arrays and numbers, never models or tensors."""
 
+from visualize.density import selection_density_map
+from visualize.document import densest_span, selected_token_heatmap
+from visualize.latency import latency_comparison
+from visualize.recall import recall_by_layer
 from visualize.scores import estimated_vs_true_scatter, recall_vs_budget
 
-__all__ = ["estimated_vs_true_scatter", "recall_vs_budget"]
+__all__ = [
+    "densest_span",
+    "estimated_vs_true_scatter",
+    "latency_comparison",
+    "recall_by_layer",
+    "recall_vs_budget",
+    "selected_token_heatmap",
+    "selection_density_map",
+]

@@ -7,25 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-SELECTED_COLOR = "#d62728"
+from visualize.checks import as_vector, check_int
+from visualize.style import ADAMAS_COLOR
+
+SELECTED_COLOR = ADAMAS_COLOR
 OTHER_COLOR = "#b0b0b0"
 LINE_COLOR = "#1f77b4"
-
-
-def _as_vector(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """`values` as a non-empty 1-D float array of finite numbers, else ValueError naming it."""
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must hold finite numbers only")
-    return array
-
-
-def _check_budget(budget: object) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-        raise ValueError(f"budget must be a positive int, got {budget!r}")
-    return int(budget)
 
 
 def top_recall(true: np.ndarray, selected: np.ndarray, budget: int) -> float:
@@ -42,15 +29,18 @@ def estimated_vs_true_scatter(
     budget: int,
     title: str | None = None,
 ) -> go.Figure:
-    """Scatter of true score (y) against estimated score (x) per token; selected tokens highlighted."""
-    est = _as_vector("estimated", estimated)
-    tru = _as_vector("true", true)
+    """Scatter of true (y) against estimated (x) score per token; selected ones highlighted, -1 padding dropped."""
+    est = as_vector("estimated", estimated)
+    tru = as_vector("true", true)
     if est.size != tru.size:
         raise ValueError(f"estimated and true must have equal lengths, got {est.size} and {tru.size}")
-    budget = _check_budget(budget)
-    sel = np.asarray(selected)
-    if sel.ndim != 1 or sel.size == 0 or not np.issubdtype(sel.dtype, np.integer):
+    budget = check_int("budget", budget, 1)
+    sel = np.asarray(selected)  # [K] int, -1 marks an empty slot (HeadTrace pads with it)
+    if sel.ndim != 1 or not np.issubdtype(sel.dtype, np.integer):
         raise ValueError(f"selected must be a non-empty 1-D sequence of ints, got shape {sel.shape} {sel.dtype}")
+    sel = sel[sel != -1]
+    if sel.size == 0:
+        raise ValueError("selected must hold at least one token index besides -1 padding")
     if sel.min() < 0 or sel.max() >= est.size or np.unique(sel).size != sel.size:
         raise ValueError(f"selected must hold distinct token indices in [0, {est.size}), got {sel.min()}..{sel.max()}")
 
@@ -89,8 +79,8 @@ def recall_vs_budget(
     budgets: Sequence[int] | np.ndarray, recalls: Sequence[float] | np.ndarray, current: int | None = None
 ) -> go.Figure:
     """Line chart of recall@budget against budget (log2 axis); `current` draws a marker line."""
-    b = _as_vector("budgets", budgets)
-    r = _as_vector("recalls", recalls)
+    b = as_vector("budgets", budgets)
+    r = as_vector("recalls", recalls)
     if b.size != r.size:
         raise ValueError(f"budgets and recalls must have equal lengths, got {b.size} and {r.size}")
     if (b <= 0).any():
@@ -109,7 +99,7 @@ def recall_vs_budget(
         )
     )
     if current is not None:
-        fig.add_vline(x=float(np.log2(_check_budget(current))), line_dash="dash", line_color=SELECTED_COLOR)
+        fig.add_vline(x=float(np.log2(check_int("current", current, 1))), line_dash="dash", line_color=SELECTED_COLOR)
     ticks = {"tickvals": np.log2(b).tolist(), "ticktext": [f"{v:.0f}" for v in b]}
     fig.update_layout(
         title="Recall of the true top-budget tokens vs budget",

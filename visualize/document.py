@@ -1,0 +1,137 @@
+"""The document as a page of tokens, each shaded by how often Adamas selected it."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from visualize.checks import as_vector, check_int
+from visualize.style import color_cap
+
+COLORSCALE = [[0.0, "#ffffff"], [0.15, "#fde0c5"], [0.5, "#f59e5b"], [1.0, "#b2400b"]]
+HIGHLIGHT_COLOR = "#1f5fbf"
+ROW_CHARS = 280  # token characters shown per row: 7 a cell at width 40; a little spill reads better than short cuts
+ROW_PX, MARGIN_PX = 22, 110
+WHITESPACE = {"\n": "⏎", "\t": "⇥", "\r": "␍"}
+
+
+def _visible(token: str) -> str:
+    """The token with newlines, tabs and carriage returns drawn as symbols."""
+    for char, symbol in WHITESPACE.items():
+        token = token.replace(char, symbol)
+    return token
+
+
+def _label(token: str, chars: int) -> str:
+    """What a cell shows: the visible token without its spaces (␣ if only spaces), cut to `chars`."""
+    shown = _visible(token).strip(" ") or ("␣" if token else "")
+    if len(shown) > chars:
+        shown = shown[: chars - 1] + "…"
+    return html.escape(shown, quote=False)
+
+
+def _check_highlight(highlight: object, n: int) -> tuple[int, int]:
+    """`highlight` as (start, end) with 0 ≤ start < end ≤ n, else ValueError."""
+    ok = isinstance(highlight, (tuple, list)) and len(highlight) == 2
+    ok = ok and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in highlight)
+    if not ok or not 0 <= highlight[0] < highlight[1] <= n:
+        raise ValueError(f"highlight must be a token range (start, end) with 0 ≤ start < end ≤ {n}, got {highlight!r}")
+    return int(highlight[0]), int(highlight[1])
+
+
+def highlight_boxes(start: int, end: int, width: int) -> list[tuple[float, float, float, float]]:
+    """One (x0, x1, y0, y1) box per row that the token range [start, end) covers, in cell coordinates."""
+    boxes = []
+    for row in range(start // width, (end - 1) // width + 1):
+        first = max(start, row * width) - row * width
+        last = min(end, (row + 1) * width) - 1 - row * width
+        boxes.append((first - 0.5, last + 0.5, row - 0.5, row + 0.5))
+    return boxes
+
+
+def densest_span(counts: Sequence[float] | np.ndarray, width: int) -> tuple[int, int]:
+    """The [start, end) window of `width` tokens with the largest summed count (the first such)."""
+    values = as_vector("counts", counts)
+    width = min(check_int("width", width, 1), values.size)
+    sums = np.convolve(values, np.ones(width), mode="valid")  # [n - width + 1]
+    start = int(np.argmax(sums))
+    return start, start + width
+
+
+def selected_token_heatmap(
+    tokens: Sequence[str],
+    counts: Sequence[float] | np.ndarray,
+    highlight: tuple[int, int] | None = None,
+    width: int = 40,
+    title: str | None = None,
+) -> go.Figure:
+    """The tokens laid out as a page, `width` a row, each cell shaded by how often it was selected."""
+    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+        raise ValueError("tokens must be a sequence of strings, one per token")
+    values = as_vector("counts", counts)  # [n]
+    if len(tokens) != values.size:
+        raise ValueError(f"tokens and counts must have equal lengths, got {len(tokens)} and {values.size}")
+    if (values < 0).any():
+        raise ValueError(f"counts must be ≥ 0, got a minimum of {values.min()}")
+    width = check_int("width", width, 1)
+    n, rows = values.size, -(-values.size // width)
+
+    def page(items: list, fill: object) -> list[list]:
+        padded = items + [fill] * (rows * width - n)
+        return [padded[r * width : (r + 1) * width] for r in range(rows)]
+
+    hover = [f"token {i}: {html.escape(_visible(t).replace(' ', '␣'), quote=False)}" for i, t in enumerate(tokens)]
+    chars = max(3, ROW_CHARS // width)
+    cap = color_cap(values)
+    fig = go.Figure(
+        go.Heatmap(
+            z=page(values.tolist(), None),  # [rows, width]; None leaves the last row's tail blank
+            text=page([_label(t, chars) for t in tokens], ""),
+            customdata=page(hover, ""),
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            hovertemplate="%{customdata}<br>selected %{z:.0f} times<extra></extra>",
+            hoverongaps=False,
+            colorscale=COLORSCALE,
+            zmin=0,
+            zmax=cap,
+            xgap=1,
+            ygap=1,
+            colorbar={
+                "title": {"text": "times<br>selected", "side": "top"},
+                "thickness": 12,
+                "len": 300,  # pixels, at the top: a long page would stretch the bar out of view
+                "lenmode": "pixels",
+                "y": 1,
+                "yanchor": "top",
+            },
+        )
+    )
+    heading = title or "How often Adamas selected each token"
+    subtitle = f"{values.sum():,.0f} selections over {n:,} tokens; colour capped at {cap:,.0f} (p99)"
+    if highlight is not None:
+        start, end = _check_highlight(highlight, n)
+        for x0, x1, y0, y1 in highlight_boxes(start, end, width):
+            fig.add_shape(
+                type="rect", x0=x0, x1=x1, y0=y0, y1=y1, line={"color": HIGHLIGHT_COLOR, "width": 3}, layer="above"
+            )
+        subtitle += f"; outlined: tokens {start}–{end - 1}"
+    step = 1 if rows <= 30 else 5
+    fig.update_layout(
+        title={"text": f"{heading}<br><sup>{subtitle}</sup>"},
+        height=rows * ROW_PX + MARGIN_PX,
+        margin={"l": 60, "r": 20, "t": 70, "b": 20},
+        xaxis={"visible": False, "range": [-0.5, width - 0.5]},
+        yaxis={
+            "autorange": "reversed",
+            "tickvals": list(range(0, rows, step)),
+            "ticktext": [f"{r * width}" for r in range(0, rows, step)],
+            "title": "first token of row",
+        },
+        plot_bgcolor="white",
+        template="plotly_white",
+    )
+    return fig

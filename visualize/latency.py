@@ -1,0 +1,74 @@
+"""Per-step decode latency of Adamas against full attention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from visualize.checks import as_vector
+from visualize.style import ADAMAS_COLOR, FULL_COLOR
+
+
+def _check_latencies(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """`values` as a 1-D array of positive milliseconds (possibly empty), else ValueError."""
+    ms = as_vector(name, values, allow_empty=True)
+    if (ms <= 0).any():
+        raise ValueError(f"{name} must hold positive milliseconds, got a minimum of {ms.min()}")
+    return ms
+
+
+def latency_comparison(
+    adamas_ms: Sequence[float] | np.ndarray,
+    full_ms: Sequence[float] | np.ndarray,
+    prefill_ms: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Decode latency per step, Adamas vs full attention, with dashed means and the speedup in the title."""
+    adamas, full = _check_latencies("adamas_ms", adamas_ms), _check_latencies("full_ms", full_ms)
+    if adamas.size == 0 and full.size == 0:
+        raise ValueError("adamas_ms and full_ms are both empty: give the latencies of at least one run")
+    if prefill_ms is not None:
+        prefill = as_vector("prefill_ms", prefill_ms)
+        if prefill.size != 2 or (prefill <= 0).any():
+            raise ValueError(f"prefill_ms must be two positive numbers (Adamas, full), got {prefill_ms!r}")
+    fig = go.Figure()
+    for name, ms, color in (("Adamas", adamas, ADAMAS_COLOR), ("full", full, FULL_COLOR)):
+        if ms.size == 0:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(1, ms.size + 1),  # decode steps; step 0 is the prefill
+                y=ms,
+                mode="lines+markers",
+                name=f"{name} ({ms.size} steps)",
+                line={"color": color},
+                marker={"size": 4},
+                hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.2f}} ms<extra></extra>",
+            )
+        )
+        mean = float(ms.mean())
+        fig.add_hline(
+            y=mean,
+            line={"color": color, "dash": "dash", "width": 1},
+            annotation_text=f"{name} mean {mean:.2f} ms",
+            annotation_position="top left",
+            annotation_font={"color": color},
+        )
+    heading = "Decode latency per step"
+    if adamas.size and full.size:
+        speedup = full.mean() / adamas.mean()
+        slower = "; Adamas is slower" if speedup < 1 else ""
+        heading += f" — Adamas speedup {speedup:.2f}× (mean full / mean Adamas{slower})"
+    else:
+        heading += f" — {'full attention' if adamas.size == 0 else 'Adamas'} only, no speedup to show"
+    if prefill_ms is not None:
+        heading += f"<br><sup>prefill (dense in both): Adamas {prefill[0]:.1f} ms, full {prefill[1]:.1f} ms</sup>"
+    fig.update_layout(
+        title={"text": heading},
+        xaxis={"title": "decode step", "rangemode": "tozero"},
+        yaxis={"title": "latency (ms)", "rangemode": "tozero"},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
+        template="plotly_white",
+    )
+    return fig
