@@ -231,7 +231,10 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tens
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
-    idx = impl.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    if impl is reference:
+        idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    else:  # the histogram needs the distances' range: 0 .. 3d (no host sync to find it)
+        idx = impl.select(dist, config.budget, max_distance=3 * q.shape[-1])
     return reference.drop_excluded(idx, dist) if valid is not None else idx
 
 

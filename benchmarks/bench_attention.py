@@ -2,10 +2,10 @@
 
     python -m benchmarks.bench_attention [--lengths 8192 32768] [--budgets 128 1024] [--batches 1 8]
 
-Times each stage (encode the query, manhattan over all key codes, select, sparse
-attention) and the whole `adamas.decode_attention` against dense SDPA over the same
-bf16 K/V cache, with CUDA graphs over rotating input sets; prints a table and writes
-benchmarks/results/attention_<device>.json.
+Times each stage (encode the query, manhattan over all key codes, select — the histogram
+kernel, with torch.topk beside it for comparison — sparse attention) and the whole
+`adamas.decode_attention` against dense SDPA over the same bf16 K/V cache, with CUDA graphs
+over rotating input sets; prints a table and writes benchmarks/results/attention_<device>.json.
 """
 
 from __future__ import annotations
@@ -52,9 +52,12 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int]) -> list[
     codes_bytes = batch * hkv * length * d // 4
     records = []
     for budget in budgets:
+        k = min(budget, length)
         for s in sets:
-            s["idx"] = kernels.select(s["dist"], budget)
-        select_us = time_us([functools.partial(kernels.select, s["dist"], budget) for s in sets])["median"]
+            s["idx"] = kernels.select(s["dist"], budget, 3 * d)
+        select_us = time_us([functools.partial(kernels.select, s["dist"], budget, 3 * d) for s in sets])["median"]
+        topk = [functools.partial(torch.topk, s["dist"], k, -1, False, False) for s in sets]
+        topk_us = time_us(topk)["median"]  # what the histogram select replaced
         attn = [functools.partial(kernels.sparse_attention, s["q"], s["k"], s["v"], s["idx"], d**-0.5) for s in sets]
         attention_us = time_us(attn)["median"]
         config = adamas.AdamasConfig(budget=budget, dense_layers=())
@@ -76,6 +79,7 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int]) -> list[
                 "encode_q_us": encode_us,
                 "manhattan_us": manhattan_us,
                 "select_us": select_us,
+                "topk_us": topk_us,
                 "attention_us": attention_us,
                 "codes_bytes": codes_bytes,
                 "codes_floor_us": floor_us,
@@ -109,7 +113,7 @@ def main() -> None:
     params = {k: v for k, v in vars(args).items() if k != "out"} | {"copy_bandwidth": COPY_BANDWIDTH}
     write_results(out, params, records)
     columns = ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "speedup", "encode_q_us"]
-    columns += ["manhattan_us", "select_us", "attention_us", "over_floor"]
+    columns += ["manhattan_us", "select_us", "topk_us", "attention_us", "over_floor"]
     print_table(records, columns)
     print(f"wrote {out.name} ({len(records)} records)")
 
