@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from adamas.config import AdamasConfig
+from adamas.documents import read_document
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adamas", description="Adamas sparse-attention decoding")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="answer a question about a document, streaming the answer")
-    gen.add_argument("--doc", type=Path, required=True, help="a text file")
+    gen.add_argument("--doc", type=Path, required=True, help="the document: text, Markdown, HTML, PDF or a source file")
     gen.add_argument("--question", required=True)
     gen.add_argument("--budget", type=int, default=128, help="tokens attended per query head (default 128)")
     gen.add_argument(
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = args.thresholds if args.thresholds in ("paper", "calibrated") else args.thresholds.split(",")
     try:
         config = AdamasConfig(budget=args.budget, thresholds=thresholds)
-        document = args.doc.read_text(encoding="utf-8", errors="replace")
-    except (OSError, TypeError, ValueError) as err:
+        document = read_document(args.doc)
+    except (TypeError, ValueError) as err:  # DocumentError is a ValueError
         print(f"adamas: {err}", file=sys.stderr)
         return 2
     from adamas.generation import document_messages, generate
