@@ -1,149 +1,566 @@
-"""Adamas Studio — core explorer: Adamas token selection on synthetic attention (no language model yet).
+"""Adamas Studio: ask a long document a question and watch Adamas answer beside full attention.
 
-Run `python app.py [--host 127.0.0.1] [--port 7860] [--share]`.
+Run `python app.py [--model ID] [--host 127.0.0.1] [--port 7860] [--share] [--max-context N]`.
+The model runs through `adamas.generation`, the figures come from `visualize/`; this file
+only wires them to Gradio components and keeps each session's recorded traces.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import json
+import logging
 import math
 import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import plotly.graph_objects as go
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from adamas.synthetic import recall_curve, selection_report, synthetic_decode_problem
-from visualize import estimated_vs_true_scatter, recall_vs_budget
+from adamas.config import AdamasConfig
+from adamas.documents import MAX_DOCUMENT_BYTES, clean_text, read_document
+from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side
+from adamas.loading import DEFAULT_MODEL_NAME, load_model, max_context
+from adamas.tracing import default_pairs
+from visualize import (
+    densest_span,
+    estimated_vs_true_scatter,
+    latency_comparison,
+    recall_by_layer,
+    selected_token_heatmap,
+    selection_density_map,
+)
 
-MIN_LENGTH, MAX_LENGTH = 256, 16384
-MIN_BUDGET, MAX_BUDGET = 16, 4096
-MAX_PLANTED = 64
-DEFAULTS = {"length": 2048, "budget": 128, "planted": 8, "thresholds": "paper", "seed": 0}
+logger = logging.getLogger(__name__)
 
-NOTE = (
-    "Explores the core Adamas method on synthetic attention: one decode step with 8 query heads, 2 KV heads "
-    "and head_dim 128, Gaussian keys with outlier channels and a few planted tokens aligned with the query. "
-    "Keys and query are Hadamard-transformed, bucketized into 2-bit codes and compared by Manhattan distance; "
-    "the `budget` closest tokens get exact attention.\n\n"
-    "*The language-model document-QA app is still to come. On the CPU the PyTorch reference runs.*"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+BUDGETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+"""The budgets the slider snaps to: powers of two and the midpoints 1.5 times them."""
+DEFAULT_BUDGET = 128
+DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS = 32, 128  # traces grow with every step (see STATE_NOTE)
+HIGHLIGHT_TOKENS = 48  # the passage outlined in figure 1 when no example says where the answer is
+THRESHOLD_MODES = ("calibrated", "paper", "custom")
+QUEUE_SIZE = 16  # runs waiting at most; more are refused with Gradio's "queue is full"
+LOCK_TIMEOUT_S = 900.0
+OUTPUTS = (
+    "status", "adamas_answer", "adamas_stats", "full_answer", "full_stats", "summary",
+    "document_plot", "density_plot", "scatter_plot", "latency_plot", "recall_plot",
+    "layer", "head", "step", "recording",
+)  # fmt: skip
+"""The run handler's outputs, in order; `updates` fills the ones a yield leaves alone with gr.skip()."""
+
+INTRO = (
+    "# Adamas Studio\n"
+    "[Adamas](https://arxiv.org/abs/2510.18413) stores every cached key as a 2-bit code of its Hadamard "
+    "transform; at each decode step each query head attends only to the **budget** tokens whose codes lie "
+    "closest to the query's. Upload or paste a document, ask a question and compare the answer with full "
+    "attention over the whole context; the figures below show which tokens Adamas picked."
+)
+STOPPED = "**Stopped.** The answers so far stay; the figures come with a run that finishes."
+FILE_KINDS = ".txt, .md, .pdf, .html, source code"
+CSS = "#document-plot { max-height: 720px; overflow-y: auto; }"  # a long document's page scrolls in place
+STATE_NOTE = (
+    "Score traces are kept for all heads of four sparse layers spread over the depth, at every step: "
+    "pick a layer, head and step to redraw figure 3 without running the model again."
 )
 
 
-def parse_thresholds(text: str) -> str | tuple[float, ...]:
-    """'paper' (or blank) stays 'paper'; otherwise the numbers in `text`, separated by commas or spaces."""
-    if not isinstance(text, str):
-        raise TypeError(f"thresholds must be text, got {type(text).__name__}")
-    text = text.strip()
-    if text.lower() in ("", "paper"):
-        return "paper"
-    parts = [p for p in re.split(r"[,\s;]+", text.strip("()[]")) if p]
+def updates(**values: object) -> tuple:
+    """The run handler's outputs in OUTPUTS order; those not named are left as they are."""
+    unknown = set(values) - set(OUTPUTS)
+    if unknown:
+        raise KeyError(f"not outputs of the run: {sorted(unknown)}")
+    return tuple(values.get(name, gr.skip()) for name in OUTPUTS)
+
+
+def snap_budget(value: float) -> int:
+    """The entry of BUDGETS nearest to `value` on a log scale."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the budget must be a positive number of tokens, got {value!r}")
+    return min(BUDGETS, key=lambda b: abs(math.log(b / value)))
+
+
+def parse_thresholds(mode: str, custom: str) -> str | tuple[float, ...]:
+    """'calibrated' or 'paper' as they are; 'custom' reads three numbers from `custom` (commas or spaces)."""
+    if mode in ("calibrated", "paper"):
+        return mode
+    if mode != "custom":
+        raise ValueError(f"thresholds must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+    parts = [p for p in re.split(r"[,\s;]+", (custom or "").strip().strip("()[]")) if p]
     try:
         return tuple(float(p) for p in parts)
     except ValueError:
-        raise ValueError(f"thresholds must be 'paper' or three numbers like '-10, 0, 10', got {text!r}") from None
+        raise ValueError(
+            f"custom thresholds must be three increasing numbers like '-1, 0, 1', got {custom!r}"
+        ) from None
 
 
-def sweep_budgets(length: int) -> list[int]:
-    """Powers of two from MIN_BUDGET up to min(MAX_BUDGET, length)."""
-    budgets, budget = [], MIN_BUDGET
-    while budget <= min(MAX_BUDGET, length):
-        budgets.append(budget)
-        budget *= 2
-    return budgets
-
-
-def _whole(name: str, value: object, low: int, high: int) -> int:
-    """A UI number as an int in [low, high], else ValueError/TypeError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must lie in [{low}, {high}], got {int(value)}")
+def whole(name: str, value: object, low: int, high: int | None = None) -> int:
+    """A UI number as an int in [low, high], else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if value != int(value) or value < low or (high is not None and value > high):
+        allowed = f"a whole number from {low} to {high}" if high is not None else f"a whole number ≥ {low}"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
     return int(value)
 
 
-def _summary(report: dict, thresholds: str | tuple[float, ...]) -> str:
-    """A markdown table of one selection report."""
-    edges = "paper (-10, 0, 10)" if thresholds == "paper" else ", ".join(f"{t:g}" for t in thresholds)
-    return (
-        f"### L = {report['length']}, budget = {report['budget']}, thresholds {edges}\n\n"
-        "| measure | value |\n|---|---|\n"
-        f"| recall@{report['budget']} (mean over query heads) | {report['recall']:.3f} |\n"
-        f"| attention output relative error vs dense | {report['output_error']:.2e} |\n"
-        f"| planted tokens selected (head 0) | {report['planted_selected']} / {report['planted']} |\n"
-    )
+def device_note(model: torch.nn.Module) -> str:
+    """Which decode path runs, in words: the Triton kernels on a GPU, else the PyTorch reference."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return f"Triton kernels on {torch.cuda.get_device_name(device)}"
+    return "PyTorch reference on CPU (no GPU): latencies show the reference, not the kernels"
 
 
-def explore(
-    length: float, budget: float, planted: float, thresholds: str, seed: float
-) -> tuple[go.Figure, go.Figure, str]:
-    """Build a synthetic problem, score Adamas selection on it and return both figures and a summary."""
-    length = _whole("context length", length, MIN_LENGTH, MAX_LENGTH)
-    budget = _whole("budget", budget, MIN_BUDGET, MAX_BUDGET)
-    if budget > length:
-        raise ValueError(f"budget ({budget}) must not exceed the context length ({length})")
-    planted = _whole("planted tokens", planted, 0, MAX_PLANTED)
-    seed = _whole("seed", seed, 0, 2**31 - 1)
-    edges = parse_thresholds(thresholds)
-    problem = synthetic_decode_problem(length, planted, seed=seed)
-    report = selection_report(problem, budget, edges)
-    budgets = sweep_budgets(length)
-    scatter = estimated_vs_true_scatter(
-        report["estimated"], report["true"], report["selected"], budget, title="Query head 0"
-    )
-    curve = recall_vs_budget(budgets, recall_curve(problem, budgets, edges), current=budget)
-    return scatter, curve, _summary(report, edges)
+def load_examples(directory: Path = EXAMPLES_DIR) -> list[dict[str, str]]:
+    """The bundled examples (assets/examples/examples.json), or none when the file is missing."""
+    index = directory / "examples.json"
+    if not index.is_file():
+        logger.warning("no bundled examples: %s is missing", index)
+        return []
+    return json.loads(index.read_text(encoding="utf-8"))
 
 
-def run(
-    length: float, budget: float, planted: float, thresholds: str, seed: float
-) -> tuple[go.Figure | None, go.Figure | None, str]:
-    """The Run handler: explore(), or a warning and a readable message when the input is bad."""
-    try:
-        return explore(length, budget, planted, thresholds, seed)
-    except (ValueError, TypeError) as err:
-        gr.Warning(str(err))
-        return None, None, f"**Could not run:** {err}"
+@dataclass
+class Job:
+    """One comparison to run: the prompt, the Adamas config, the traced heads and what to tell the user."""
+
+    prompt: DocumentPrompt
+    config: AdamasConfig
+    max_new_tokens: int
+    pairs: tuple[tuple[int, int], ...]
+    highlight: tuple[int, int] | None  # the evidence's document tokens, when an example names it
+    notes: list[str] = field(default_factory=list)
 
 
-def build_app() -> gr.Blocks:
-    """The Blocks layout with its events wired, not launched."""
-    with gr.Blocks(title="Adamas Studio — core explorer") as demo:
-        gr.Markdown("# Adamas Studio — core explorer")
-        gr.Markdown(NOTE)
+@dataclass
+class Session:
+    """One session's state: the last comparison it ran, as plain numbers (all the figures are drawn from it)."""
+
+    job: Job
+    result: Comparison = field(default_factory=Comparison)
+
+    def stats(self, mode: str) -> str:
+        """One line under an answer: prefill time, tokens so far, mean decode latency."""
+        if mode not in self.result.prefill_ms:
+            return ""
+        steps = self.result.step_ms[mode]
+        line = f"prefill {self.result.prefill_ms[mode] / 1e3:.2f} s · {len(steps) + 1} tokens"
+        return line + (f" · **{np.mean(steps):.0f} ms/token** (mean of {len(steps)} steps)" if steps else "")
+
+    def summary(self) -> dict:
+        """What /compare returns: the answers, the summary numbers and the warnings shown."""
+        config, prompt = self.job.config, self.job.prompt
+        return self.result.summary() | {
+            "budget": config.budget,
+            "thresholds": config.thresholds if isinstance(config.thresholds, str) else list(config.thresholds),
+            "context_tokens": prompt.length,
+            "document_tokens": len(prompt.tokens),
+            "dropped_tokens": prompt.dropped,
+            "warnings": self.job.notes,
+        }
+
+    def summary_line(self) -> str:
+        """The summary numbers in one line of Markdown."""
+        s = self.summary()
+        speedup = f"{s['speedup']:.2f}x" if s["speedup"] else "–"
+        recall = f"{s['mean_recall']:.3f}" if s["mean_recall"] is not None else "–"
+        return (
+            f"Budget **{s['budget']}** of **{s['context_tokens']}** context tokens · mean recall@budget **{recall}** · "
+            f"decode speedup (full / Adamas) **{speedup}** · same answer: **{'yes' if s['same_answer'] else 'no'}**"
+        )
+
+
+def document_figure(session: Session) -> go.Figure:
+    """Figure 1: each document token shaded by its selections over layers, heads and steps."""
+    prompt, density = session.job.prompt, session.result.density
+    if density is not None:
+        counts = density[:, :, prompt.start : prompt.end].sum(axis=(0, 1))  # [document tokens]
+    else:
+        counts = np.zeros(len(prompt.tokens))
+    if session.job.highlight is not None:
+        highlight, outlined = session.job.highlight, "the passage that holds the example's answer"
+    else:
+        highlight, outlined = densest_span(counts, HIGHLIGHT_TOKENS), "the most selected passage"
+    title = f"1 · How often Adamas selected each document token (outlined: {outlined})"
+    return selected_token_heatmap(prompt.tokens, counts, highlight, title=title)
+
+
+def scatter_figure(session: Session | None, layer: object, head: object, step: object) -> go.Figure | None:
+    """Figure 3: estimated vs true scores of one traced (layer, head) at one decode step; None if not traced."""
+    heads = session.result.heads if session is not None else []
+    if not heads or layer is None or head is None or step is None:
+        return None
+    step = min(max(int(step), 1), len(heads))
+    scores = heads[step - 1].get((int(layer), int(head)))
+    if scores is None:
+        return None
+    selected, estimated, true = scores
+    title = f"3 · Layer {int(layer)}, head {int(head)}, step {step}"
+    return estimated_vs_true_scatter(estimated, true, selected[selected >= 0], session.job.config.budget, title)
+
+
+def trace_figures(session: Session) -> dict[str, go.Figure | None]:
+    """Figures 1, 2, 4 and 5 of a finished run; those with no decode steps to show are None."""
+    result, dense, budget = session.result, session.job.config.dense_layers, session.job.config.budget
+    figures = dict.fromkeys(("density_plot", "recall_plot", "latency_plot"))
+    figures["document_plot"] = document_figure(session)
+    if result.recall:
+        title = "2 · Selection density: layer × head × position"
+        figures["density_plot"] = selection_density_map(result.density, dense, title=title)
+        figures["recall_plot"] = numbered(5, recall_by_layer(np.stack(result.recall), dense, budget))
+    if result.step_ms["adamas"] and result.step_ms["full"]:
+        prefill = (result.prefill_ms["adamas"], result.prefill_ms["full"])
+        figures["latency_plot"] = numbered(
+            4, latency_comparison(result.step_ms["adamas"], result.step_ms["full"], prefill)
+        )
+    return figures
+
+
+def numbered(n: int, figure: go.Figure) -> go.Figure:
+    """`figure` with its title numbered as the issue numbers the figures."""
+    return figure.update_layout(title_text=f"{n} · {figure.layout.title.text}")
+
+
+def refusal(err: Exception) -> tuple:
+    """The run's outputs for input it cannot use: a warning and a readable message, the rest unchanged."""
+    gr.Warning(str(err))
+    return updates(status=f"**Could not run:** {err}")
+
+
+class Studio:
+    """The loaded model with what every session shares: its limits, the examples, one generation at a time."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        context: int | None = None,
+        model_name: str = DEFAULT_MODEL_NAME,
+        examples: list[dict[str, str]] | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        limit = max_context(model)
+        self.context = limit if context is None else min(whole("the context limit", context, 2), limit)
+        self.layers, self.heads = model.config.num_hidden_layers, model.config.num_attention_heads
+        self.device = device_note(model)
+        self.examples = load_examples() if examples is None else examples
+        self.defaults = AdamasConfig(budget=DEFAULT_BUDGET, thresholds="calibrated")
+        self._lock = threading.Lock()  # the model serves one generation at a time
+
+    def prepare(
+        self,
+        file: str | None,
+        text: str | None,
+        question: str | None,
+        budget: float,
+        thresholds: str = "calibrated",
+        custom: str = "",
+        dense: list[int] | None = None,
+        sink: float = 0,
+        recent: float = 0,
+        max_new_tokens: float = DEFAULT_NEW_TOKENS,
+        evidence: str | None = None,
+    ) -> Job:
+        """Check every input and build the Job; DocumentError/ValueError/TypeError with a readable message."""
+        notes = []
+        if file:
+            document = read_document(file)
+            if text and text.strip():
+                notes.append("Both a file and pasted text were given: the uploaded file is used.")
+        else:
+            document = clean_text(text if isinstance(text, str) else "", "the document")
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("The question is empty: type a question about the document.")
+        new = whole("max new tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+        if new >= self.context:
+            raise ValueError(f"max new tokens ({new}) leave no room for a document in the {self.context}-token context")
+        prompt = document_prompt(self.tokenizer, document, question.strip(), max_tokens=self.context - new)
+        if prompt.dropped:
+            notes.append(
+                f"The document is longer than the {self.context}-token context allows: its first "
+                f"{len(prompt.tokens)} tokens were kept and the last {prompt.dropped} cut, leaving room for "
+                f"the question and {new} new tokens."
+            )
+        chosen = snap_budget(budget)
+        if chosen >= prompt.length:
+            notes.append(
+                f"A budget of {chosen} tokens is not below the context ({prompt.length} tokens), so Adamas "
+                f"would keep every token: ran with budget {prompt.length} (nearly full attention). "
+                "Pick a smaller budget to see it choose."
+            )
+            chosen = prompt.length
+        layers = list(self.defaults.dense_layers) if dense is None else list(dense)
+        if not all(isinstance(i, int) and 0 <= i < self.layers for i in layers):
+            raise ValueError(f"dense layers must be layer indices from 0 to {self.layers - 1}, got {layers}")
+        config = AdamasConfig(
+            budget=chosen,
+            thresholds=parse_thresholds(thresholds, custom),
+            dense_layers=tuple(sorted(set(layers))),
+            sink=whole("sink tokens", sink, 0),
+            recent=whole("recent tokens", recent, 0),
+        )
+        pairs = tuple(
+            (layer, h) for layer, _ in default_pairs(self.layers, config.dense_layers) for h in range(self.heads)
+        )
+        highlight = None
+        if evidence and evidence in prompt.document:
+            at = prompt.document.index(evidence)
+            span = prompt.token_span(at, at + len(evidence))
+            highlight = span if span[1] > span[0] else None
+        return Job(prompt, config, new, pairs, highlight, notes)
+
+    def record(self, session: Session) -> Iterator[str]:
+        """Run the job's two modes side by side into `session`, yielding the mode of each step recorded."""
+        if not self._lock.acquire(timeout=1.0):
+            # A stopped run frees the model when Gradio drops its generator; if a reference cycle
+            # keeps that generator alive, only the garbage collector closes it.
+            gc.collect()
+            if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
+                raise RuntimeError("the model is busy with another run; try again in a minute")
+        try:
+            job = session.job
+            stream = generate_side_by_side(
+                self.model, self.tokenizer, job.prompt.messages, job.config, job.max_new_tokens, True, job.pairs
+            )
+            try:
+                for mode, record in stream:
+                    session.result.add(mode, record)
+                    yield mode
+            finally:
+                stream.close()  # restores the model's attention state when the run is stopped
+            session.result.finish()
+        finally:
+            self._lock.release()
+
+    def run(self, *inputs: object, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
+        """The Run handler: both answers streamed side by side, then the figures (OUTPUTS order).
+
+        `inputs` are prepare()'s, in order. Bad input gives a warning and a message, never an exception.
+        """
+        try:
+            job = self.prepare(*inputs)
+        except (ValueError, TypeError) as err:
+            yield refusal(err)
+            return
+        for note in job.notes:
+            gr.Warning(note)
+        notes = "".join(f"\n\n⚠️ {note}" for note in job.notes)
+        session, where = Session(job), f"context {job.prompt.length} tokens · budget {job.config.budget}"
+        progress(0, desc=f"Prefill of {job.prompt.length} tokens, Adamas run")
+        plots = dict.fromkeys(("document_plot", "density_plot", "scatter_plot", "latency_plot", "recall_plot"))
+        yield updates(status=f"**Prefill** · {where}{notes}", summary="", recording=None, **plots)
+        try:
+            with contextlib.closing(self.record(session)) as steps:  # Stop closes this generator: close the run now
+                for mode in steps:
+                    decoded = session.result.step_ms
+                    if mode == "adamas" and not decoded["adamas"]:
+                        progress(0.5, desc="Prefill, full-attention run")
+                    else:
+                        progress((len(decoded["full"]) + 1, job.max_new_tokens), desc="Decoding", unit="tokens")
+                    yield updates(status=f"**Decoding** · {where}{notes}", **self.answers(session))
+        except (ValueError, TypeError, RuntimeError) as err:
+            yield refusal(err)
+            return
+        yield self.finished(session, f"**Done** · {where}{notes}")
+
+    @staticmethod
+    def answers(session: Session) -> dict[str, str]:
+        """Both answers so far, with their stats lines."""
+        text = session.result.answers
+        return {
+            "adamas_answer": text["adamas"],
+            "adamas_stats": session.stats("adamas"),
+            "full_answer": text["full"],
+            "full_stats": session.stats("full"),
+        }
+
+    def finished(self, session: Session, status: str) -> tuple:
+        """The outputs of a finished run: summary, figures, the trace controls and the session state."""
+        try:
+            figures = trace_figures(session)
+        except ValueError as err:  # a figure refusing its data must not lose the answers
+            gr.Warning(f"Could not draw the figures: {err}")
+            figures = {}
+        layers = sorted({layer for layer, _ in session.job.pairs})
+        steps = max(len(session.result.heads), 1)
+        layer = layers[0] if layers else None
+        return updates(
+            status=status,
+            summary=session.summary_line(),
+            scatter_plot=scatter_figure(session, layer, 0, steps),
+            layer=gr.Dropdown(choices=layers, value=layer),
+            head=gr.Slider(0, self.heads - 1, 0, step=1),
+            step=gr.Slider(1, max(steps, 2), steps, step=1, interactive=steps > 1),
+            recording=session,
+            **self.answers(session),
+            **figures,
+        )
+
+    def compare(
+        self,
+        document_text: str | None,
+        document_file: str | None,
+        question: str | None,
+        budget: float,
+        max_new_tokens: float = DEFAULT_NEW_TOKENS,
+    ) -> dict:
+        """The /compare endpoint: both modes on a document (text or file); the answers and summary numbers."""
+        try:
+            session = Session(
+                self.prepare(document_file, document_text, question, budget, max_new_tokens=max_new_tokens)
+            )
+            for _ in self.record(session):
+                pass
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise gr.Error(str(err)) from err
+        return session.summary()
+
+    def example(self, index: int) -> tuple[str, None, str, str | None, str]:
+        """An example's (document text, no file, question, evidence, note on its answer and source)."""
+        example = self.examples[int(index)]
+        try:
+            text = read_document(EXAMPLES_DIR / example["file"])
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+        note = (
+            f"**{example['name']}** · expected answer: *{example['answer']}* (its passage is outlined in "
+            f"figure 1)  \nSource: {example['source']}. Licence: {example['licence']}."
+        )
+        return text, None, example["question"], example.get("evidence"), note
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The Blocks layout with its events wired and its queue set, not launched."""
+    defaults, budgets = studio.defaults, ", ".join(map(str, BUDGETS[:8]))
+    with gr.Blocks(title="Adamas Studio") as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(f"**Model:** {studio.model_name} · **{studio.device}** · context up to {studio.context} tokens")
+        recording, evidence = gr.State(None), gr.State(None)
         with gr.Row():
-            with gr.Column(scale=1, min_width=260):
-                length = gr.Slider(MIN_LENGTH, MAX_LENGTH, DEFAULTS["length"], step=256, label="Context length L")
-                budget = gr.Slider(MIN_BUDGET, MAX_BUDGET, DEFAULTS["budget"], step=16, label="Budget (tokens)")
-                planted = gr.Slider(0, MAX_PLANTED, DEFAULTS["planted"], step=1, label="Planted relevant tokens")
-                thresholds = gr.Textbox(
-                    DEFAULTS["thresholds"], label="Thresholds", info="'paper' or three increasing numbers: -10, 0, 10"
+            with gr.Column(scale=2, min_width=320):
+                file = gr.File(label=f"Upload a document ({FILE_KINDS})", type="filepath", elem_id="document-file")
+                text = gr.Textbox(label="…or paste text", lines=5, max_lines=10, elem_id="document-text")
+                question = gr.Textbox(
+                    label="Question", placeholder="What does the document say about …?", elem_id="question"
                 )
-                seed = gr.Number(DEFAULTS["seed"], label="Seed", precision=0, minimum=0)
-                button = gr.Button("Run", variant="primary")
+                budget = gr.Slider(
+                    BUDGETS[0], BUDGETS[-1], DEFAULT_BUDGET, step=1, label="Budget: tokens each query head attends",
+                    info=f"snaps to {budgets}, … 4096", elem_id="budget",
+                )  # fmt: skip
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                    thresholds = gr.Dropdown(list(THRESHOLD_MODES), value="calibrated", label="Thresholds")
+                    custom = gr.Textbox("-1, 0, 1", label="Custom thresholds (three increasing numbers)", visible=False)
+                    dense = gr.Dropdown(
+                        list(range(studio.layers)), value=list(defaults.dense_layers), multiselect=True,
+                        label="Dense layers (always full attention)",
+                    )  # fmt: skip
+                    with gr.Row():
+                        sink = gr.Number(defaults.sink, label="Sink tokens", precision=0, minimum=0)
+                        recent = gr.Number(defaults.recent, label="Recent tokens", precision=0, minimum=0)
+                    max_new = gr.Slider(
+                        1, MAX_NEW_TOKENS, DEFAULT_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new"
+                    )
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id="run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column(scale=3):
-                summary = gr.Markdown()
-                scatter = gr.Plot(label="True vs estimated score")
-                curve = gr.Plot(label="Recall vs budget")
+                status = gr.Markdown("Upload or paste a document, ask a question, press **Run**.", elem_id="status")
+                with gr.Row():
+                    with gr.Column():
+                        adamas_answer = gr.Textbox(label="Adamas", lines=6, interactive=False, elem_id="adamas-answer")
+                        adamas_stats = gr.Markdown()
+                    with gr.Column():
+                        full_answer = gr.Textbox(
+                            label="Full attention", lines=6, interactive=False, elem_id="full-answer"
+                        )
+                        full_stats = gr.Markdown()
+                summary = gr.Markdown(elem_id="summary")
+                examples = gr.Dataset(
+                    components=["textbox", "textbox"], headers=["Example", "Question"], type="index",
+                    samples=[[e["name"], e["question"]] for e in studio.examples], label="Examples: one click runs",
+                    visible=bool(studio.examples),
+                )  # fmt: skip
+                example_note = gr.Markdown(elem_id="example-note")
+        document_plot = gr.Plot(label="Selected tokens", elem_id="document-plot")  # scrolls (CSS)
+        with gr.Row():
+            density_plot = gr.Plot(label="Selection density")
+            with gr.Column():
+                recall_plot = gr.Plot(label="Recall by layer")
+                gr.Markdown(STATE_NOTE)
+                with gr.Row():
+                    layer = gr.Dropdown([], label="Layer", min_width=80)
+                    head = gr.Slider(0, studio.heads - 1, 0, step=1, label="Head")
+                    step = gr.Slider(1, 2, 1, step=1, label="Decode step", interactive=False)
+                scatter_plot = gr.Plot(label="Estimated vs true")
+        latency_plot = gr.Plot(label="Latency")
+        api_call, api_result = gr.Button(visible=False), gr.JSON(visible=False)
 
-        inputs = [length, budget, planted, thresholds, seed]
-        outputs = [scatter, curve, summary]
-        button.click(run, inputs, outputs)
-        demo.load(run, inputs, outputs)
+        outputs = [
+            status, adamas_answer, adamas_stats, full_answer, full_stats, summary,
+            document_plot, density_plot, scatter_plot, latency_plot, recall_plot, layer, head, step, recording,
+        ]  # fmt: skip  # in OUTPUTS order
+        inputs = [file, text, question, budget, thresholds, custom, dense, sink, recent, max_new, evidence]
+        on_model = {"concurrency_id": "model", "concurrency_limit": 1}  # one generation at a time
+        quick = {"concurrency_limit": None, "show_progress": "hidden", "api_visibility": "private"}  # UI only
+        runs = [run.click(studio.run, inputs, outputs, api_visibility="private", show_progress_on=status, **on_model)]
+        picked = examples.click(studio.example, examples, [text, file, question, evidence, example_note], **quick)
+        runs.append(
+            picked.success(studio.run, inputs, outputs, api_visibility="private", show_progress_on=status, **on_model)
+        )
+        stop.click(lambda: STOPPED, None, status, cancels=runs, **quick)
+        gr.on([file.upload, text.input], lambda: (None, ""), None, [evidence, example_note], **quick)  # not an example
+        budget.release(snap_budget, budget, budget, **quick)
+        thresholds.change(lambda mode: gr.Textbox(visible=mode == "custom"), thresholds, custom, **quick)
+        redraw = [layer.input, head.release, step.release]
+        gr.on(redraw, scatter_figure, [recording, layer, head, step], scatter_plot, trigger_mode="always_last", **quick)
+        api_call.click(
+            studio.compare, [text, file, question, budget, max_new], api_result, api_name="compare", **on_model
+        )
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
 
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
+    """Serve `demo` (in the background when not `block`); uploads are capped at the document size limit."""
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=MAX_DOCUMENT_BYTES,
+        prevent_thread_lock=not block,
+        css=CSS,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Parse --host, --port and --share, then serve the app."""
-    parser = argparse.ArgumentParser(description="Adamas Studio — core explorer")
+    """Parse the flags, load the model once, then serve the app."""
+    parser = argparse.ArgumentParser(description="Adamas Studio: Adamas sparse attention beside full attention")
+    parser.add_argument(
+        "--model", default=None, help=f"HF model id or directory (default: {DEFAULT_MODEL_NAME}, offline)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
-    parser.add_argument("--share", action="store_true", help="create a public Gradio share link")
+    parser.add_argument("--share", action="store_true", help="also create a public Gradio share link (off by default)")
+    parser.add_argument(
+        "--max-context", type=int, default=None, help="cap on prompt + answer tokens (default: model's)"
+    )
     args = parser.parse_args(argv)
-    demo = build_app()
-    demo.queue()
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    logging.basicConfig(format="%(message)s")
+    logger.setLevel(logging.INFO)  # this app's lines, not every library's
+    model, tokenizer = load_model(args.model)
+    studio = Studio(model, tokenizer, args.max_context, model_name=args.model or DEFAULT_MODEL_NAME)
+    logger.info("Adamas Studio: %s, %s, context %d tokens", studio.model_name, studio.device, studio.context)
+    launch(build_app(studio), args.host, args.port, args.share)
 
 
 if __name__ == "__main__":

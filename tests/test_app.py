@@ -1,59 +1,273 @@
-"""The Gradio app: it builds without launching and its handler turns bad input into a message."""
+"""The Gradio app with the real SmolLM2: a run streams both answers and draws the five figures from real
+traces, the trace controls redraw from the session state alone, bad input becomes a readable message,
+and /compare answers a gradio_client."""
 
 from __future__ import annotations
 
+import json
+import socket
+
+import numpy as np
 import pytest
 
 gr = pytest.importorskip("gradio", reason="the app's packages are not installed (e.g. on the GPU image)")
 go = pytest.importorskip("plotly.graph_objects")
+gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
+from adamas import documents, integration  # noqa: E402
 
-def test_build_app_wires_the_run_button() -> None:
-    demo = app.build_app()
-    assert isinstance(demo, gr.Blocks)
-    assert demo.title == "Adamas Studio — core explorer"
-    assert {type(b).__name__ for b in demo.blocks.values()} >= {"Slider", "Textbox", "Number", "Button", "Plot"}
-    assert any(dep.fn is app.run for dep in demo.fns.values())
-
-
-def test_run_good_input() -> None:
-    scatter, curve, summary = app.run(512, 64, 8, "paper", 0)
-    assert isinstance(scatter, go.Figure) and isinstance(curve, go.Figure)
-    assert sum(len(trace.x) for trace in scatter.data) == 512
-    assert "recall@64" in scatter.layout.title.text
-    assert list(curve.layout.xaxis.ticktext) == ["16", "32", "64", "128", "256", "512"]
-    assert curve.data[0].y[-1] == 1.0
-    assert "recall@64" in summary and "/ 8" in summary and "relative error" in summary
+FACT = "The launch code is 4417."
+DOCUMENT = "Alpha beta gamma delta. " * 12 + FACT + " Epsilon zeta eta theta. " * 12
+QUESTION = "What is the launch code?"
+NEW_TOKENS = 6
+EXAMPLE = {"name": "Launch", "file": "launch.txt", "question": QUESTION, "answer": "4417", "evidence": FACT,
+           "source": "written for the tests", "licence": "CC0"}  # fmt: skip
 
 
-def test_run_custom_thresholds_and_float_ui_values() -> None:
-    _, _, summary = app.run(512.0, 32.0, 4.0, " -8, 0, 8 ", 1.0)
-    assert "thresholds -8, 0, 8" in summary
+def inputs(**changes: object) -> list[object]:
+    """The run handler's inputs (prepare()'s order), with `changes` applied."""
+    values = {
+        "file": None, "text": DOCUMENT, "question": QUESTION, "budget": 32, "thresholds": "calibrated",
+        "custom": "", "dense": [0, 1], "sink": 0, "recent": 0, "max_new_tokens": NEW_TOKENS, "evidence": None,
+    }  # fmt: skip
+    assert set(changes) <= set(values)
+    return list((values | changes).values())
+
+
+def output(values: tuple, name: str) -> object:
+    return values[app.OUTPUTS.index(name)]
+
+
+@pytest.fixture(scope="module")
+def studio(smollm2):
+    model, tokenizer = smollm2
+    return app.Studio(model, tokenizer, context=1024, examples=[EXAMPLE])
+
+
+@pytest.fixture(scope="module")
+def finished_run(studio):
+    """Every yield of one real run (budget 32, the fact's sentence named as evidence)."""
+    return list(studio.run(*inputs(evidence=FACT)))
+
+
+def test_build_app_wires_the_events(studio):
+    demo = app.build_app(studio)
+    assert isinstance(demo, gr.Blocks) and demo.title == "Adamas Studio"
+    fns = {dep.name: dep for dep in demo.fns.values()}
+    assert {"run", "compare", "scatter_figure", "snap_budget", "example"} <= set(fns)
+    assert fns["compare"].api_name == "compare"
+    runs = [dep for dep in demo.fns.values() if dep.name == "run"]
+    assert len(runs) == 2  # the Run button and an example's click
+    assert all(dep.concurrency_limit == 1 and dep.concurrency_id == fns["compare"].concurrency_id for dep in runs)
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    public = {dep.api_name for dep in demo.fns.values() if dep.api_visibility == "public"}
+    assert public == {"compare"}
+    assert any(dep.cancels for dep in demo.fns.values()), "the Stop button cancels the runs"
+
+
+def test_run_streams_both_answers_then_draws_every_figure(finished_run):
+    first, *streamed, last = finished_run
+    assert "Prefill" in output(first, "status")
+    both = [v for v in streamed if output(v, "adamas_answer") and output(v, "full_answer")]
+    assert both, "the two answers must grow side by side"
+    assert "ms/token" in output(streamed[-1], "adamas_stats") and "ms/token" in output(streamed[-1], "full_stats")
+    assert "Done" in output(last, "status")
+    assert output(last, "adamas_answer").strip() and output(last, "full_answer").strip()
+    assert "Budget **32**" in output(last, "summary") and "recall@budget" in output(last, "summary")
+    session = output(last, "recording")
+    steps = len(session.result.heads)
+    assert steps == NEW_TOKENS - 1 and len(session.result.recall) == steps
+    assert session.result.density.shape[:2] == (30, 9) and session.result.density.sum() > 0
+
+    document = output(last, "document_plot")
+    z = np.array(document.data[0].z, dtype=float)  # [rows, 40], NaN past the last token
+    assert np.nansum(z) > 0 and np.isfinite(z).sum() == len(session.job.prompt.tokens)
+    assert session.job.highlight is not None and document.layout.shapes, "the evidence passage is outlined"
+    assert "".join(session.job.prompt.tokens[slice(*session.job.highlight)]).strip() == FACT
+    assert np.nansum(np.array(output(last, "density_plot").data[0].z, dtype=float)) > 0
+    scatter = output(last, "scatter_plot")
+    assert f"step {steps}" in scatter.layout.title.text and "recall@32" in scatter.layout.title.text
+    assert (
+        sum(len(t.x) for t in scatter.data) == session.job.prompt.length + steps
+    )  # step k attends over the prompt and k tokens
+    latency = output(last, "latency_plot")
+    assert [len(t.y) for t in latency.data if t.mode and "lines" in t.mode][:2] == [steps, steps]
+    assert output(last, "recall_plot").data
+    layer, head, step = output(last, "layer"), output(last, "head"), output(last, "step")
+    assert layer.choices and head.maximum == 8 and step.value == steps
+
+
+def test_trace_controls_redraw_from_the_session_alone(finished_run, monkeypatch):
+    session = output(finished_run[-1], "recording")
+    monkeypatch.setattr(app, "generate_side_by_side", None)  # any model run would fail now
+    layers = sorted({layer for layer, _ in session.job.pairs})
+    assert len(layers) == 4 and len(session.job.pairs) == 4 * 9
+    first = app.scatter_figure(session, layers[0], 0, 1)
+    other = app.scatter_figure(session, layers[-1], 8, 3)
+    assert first.layout.title.text.startswith(f"3 · Layer {layers[0]}, head 0, step 1")
+    assert other.layout.title.text.startswith(f"3 · Layer {layers[-1]}, head 8, step 3")
+    assert sum(len(t.x) for t in other.data) == sum(len(t.x) for t in first.data) + 2  # two tokens later
+    assert app.scatter_figure(session, 0, 0, 1) is None  # layer 0 runs dense: nothing traced
+    assert app.scatter_figure(None, 2, 0, 1) is None
+
+
+def test_stopping_a_run_restores_the_model_and_frees_it(studio):
+    stream = studio.run(*inputs(max_new_tokens=20))
+    for _ in range(4):  # prefill of both runs, then a decode step
+        next(stream)
+    stream.close()
+    assert integration.enabled_config(studio.model) is None
+    assert studio._lock.acquire(blocking=False)
+    studio._lock.release()
+
+
+def test_a_document_longer_than_the_context_is_cut_with_a_warning(smollm2):
+    model, tokenizer = smollm2
+    small = app.Studio(model, tokenizer, context=120, examples=[])
+    with pytest.warns(UserWarning, match="longer than the 120-token context"):
+        values = list(small.run(*inputs(max_new_tokens=2, budget=16)))
+    session = output(values[-1], "recording")
+    assert session.job.prompt.length <= 118 and session.job.prompt.dropped > 0
+    assert f"the last {session.job.prompt.dropped} cut" in output(values[-1], "status")
+    assert output(values[-1], "adamas_answer") and output(values[-1], "full_answer")
+
+
+def test_a_budget_above_the_context_runs_at_the_context_with_a_note(studio):
+    job = studio.prepare(*inputs(budget=4096))
+    assert job.config.budget == job.prompt.length
+    assert any("not below the context" in note for note in job.notes)
+
+
+def _pdf_without_text(path):
+    pypdf = pytest.importorskip("pypdf")
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(612, 792)
+    with open(path, "wb") as f:
+        writer.write(f)
+
+
+BAD_FILES = {
+    "blank.txt": (lambda p: p.write_text(" \n\t \n"), "empty"),
+    "blob.txt": (lambda p: p.write_bytes(bytes(range(256)) * 3), "binary"),
+    "scan.pdf": (_pdf_without_text, "no text"),
+    "big.txt": (lambda p: p.write_text("word " * 400), "over the limit"),
+    "photo.png": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "not supported"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES), ids=[n.replace(".", "-") for n in BAD_FILES])
+def test_a_bad_file_gives_a_readable_message(studio, tmp_path, monkeypatch, name):
+    make, match = BAD_FILES[name]
+    path = tmp_path / name
+    make(path)
+    monkeypatch.setattr(documents, "MAX_DOCUMENT_BYTES", 1000)
+    with pytest.warns(UserWarning, match=match):
+        values = list(studio.run(*inputs(file=str(path))))
+    assert len(values) == 1 and output(values[0], "status").startswith("**Could not run:**")
+    assert name in output(values[0], "status") and match in output(values[0], "status")
 
 
 @pytest.mark.parametrize(
-    ("args", "match"),
+    ("changes", "match"),
     [
-        ((256, 1024, 8, "paper", 0), "must not exceed the context length"),
-        ((512, 64, 8, "1, 2", 0), "exactly 3 values"),
-        ((512, 64, 8, "a, b, c", 0), "three numbers"),
-        ((512, 64, 8, "3, 2, 1", 0), "increasing"),
-        ((512, 64, 8, "paper", None), "seed"),
-        ((100, 64, 8, "paper", 0), "context length"),
-        ((512, 64.5, 8, "paper", 0), "whole number"),
+        ({"text": "  \n\t "}, "the document is empty"),
+        ({"text": None}, "the document is empty"),
+        ({"question": "   "}, "question is empty"),
+        ({"question": None}, "question is empty"),
+        ({"thresholds": "custom", "custom": "1, 2"}, "exactly 3 values"),
+        ({"thresholds": "custom", "custom": "a, b, c"}, "three increasing numbers"),
+        ({"thresholds": "custom", "custom": "3, 2, 1"}, "strictly increasing"),
+        ({"dense": [0, 30]}, "dense layers must be layer indices from 0 to 29"),
+        ({"sink": 24, "recent": 24}, "must not exceed budget"),
+        ({"sink": 1.5}, "sink tokens must be a whole number"),
+        ({"max_new_tokens": 1000}, "max new tokens must be a whole number from 1 to 128"),
+        ({"budget": float("nan")}, "budget must be a positive number"),
     ],
-    ids=["budget>L", "two-thresholds", "not-numbers", "decreasing", "no-seed", "short-context", "fractional-budget"],
-)
-def test_run_bad_input_warns_and_explains(args: tuple, match: str) -> None:
+    ids=[
+        "blank-text", "no-text", "blank-question", "no-question", "two-thresholds", "not-numbers",
+        "decreasing", "dense-out-of-range", "sink+recent>budget", "fractional-sink", "too-many-tokens", "nan-budget",
+    ],
+)  # fmt: skip
+def test_bad_input_gives_a_readable_message(studio, changes, match):
     with pytest.warns(UserWarning, match=match):
-        scatter, curve, summary = app.run(*args)
-    assert scatter is None and curve is None
-    assert summary.startswith("**Could not run:**") and match in summary
+        values = list(studio.run(*inputs(**changes)))
+    assert len(values) == 1 and output(values[0], "status").startswith("**Could not run:**")
+    assert match in output(values[0], "status")
 
 
-def test_parse_thresholds_and_sweep() -> None:
-    assert app.parse_thresholds("Paper") == "paper"
-    assert app.parse_thresholds("(-10, 0, 10)") == (-10.0, 0.0, 10.0)
-    assert app.sweep_budgets(256) == [16, 32, 64, 128, 256]
-    assert app.sweep_budgets(16384)[-1] == 4096
+def test_an_example_fills_the_inputs(studio, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "EXAMPLES_DIR", tmp_path)
+    (tmp_path / "launch.txt").write_text(DOCUMENT)
+    text, file, question, evidence, note = studio.example(0)
+    assert FACT in text and file is None and question == QUESTION and evidence == FACT
+    assert "Launch" in note and "4417" in note and "CC0" in note
+    (tmp_path / "launch.txt").unlink()
+    with pytest.raises(gr.Error, match=r"launch\.txt: file not found"):
+        studio.example(0)
+
+
+def test_bundled_examples_load():
+    examples = app.load_examples()
+    if not examples:
+        pytest.skip("assets/examples/examples.json is not there yet")
+    for example in examples:
+        text = documents.read_document(app.EXAMPLES_DIR / example["file"])
+        assert example["question"].strip() and example["evidence"] in text
+
+
+def test_snap_budget_and_parse_thresholds():
+    assert [app.snap_budget(v) for v in (1, 16, 20, 50, 100, 130, 5000)] == [16, 16, 24, 48, 96, 128, 4096]
+    assert app.parse_thresholds("paper", "ignored") == "paper"
+    assert app.parse_thresholds("custom", "(-1, 0, 2.5)") == (-1.0, 0.0, 2.5)
+    with pytest.raises(ValueError, match="thresholds must be one of"):
+        app.parse_thresholds("median", "")
+
+
+def test_main_parses_the_flags(monkeypatch, smollm2):
+    seen = {}
+
+    def load(name):
+        seen["model"] = name
+        return smollm2
+
+    monkeypatch.setattr(app, "load_model", load)
+    monkeypatch.setattr(app, "build_app", lambda studio: studio)
+    monkeypatch.setattr(app, "launch", lambda studio, host, port, share: seen.update(
+        context=studio.context, host=host, port=port, share=share))  # fmt: skip
+    app.main(["--model", "some/model", "--host", "0.0.0.0", "--port", "7999", "--share", "--max-context", "2048"])
+    assert seen == {"model": "some/model", "context": 2048, "host": "0.0.0.0", "port": 7999, "share": True}
+    app.main([])
+    assert seen == {"model": None, "context": 8192, "host": "127.0.0.1", "port": 7860, "share": False}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(studio):
+    """The app served in this process on a free port; its URL."""
+    demo = app.build_app(studio)
+    _, url, _ = app.launch(demo, port=free_port(), block=False)
+    yield url
+    demo.close()
+
+
+def test_compare_endpoint_through_gradio_client(served, tmp_path):
+    client = gradio_client.Client(served, verbose=False)
+    path = tmp_path / "launch.md"
+    path.write_text(DOCUMENT)
+    result = client.predict(
+        document_text="", document_file=gradio_client.handle_file(str(path)), question=QUESTION, budget=40,
+        max_new_tokens=4, api_name="/compare",
+    )  # fmt: skip
+    json.dumps(result)  # plain JSON
+    assert result["adamas_answer"] and result["full_answer"]
+    assert result["budget"] == 48 and result["new_tokens"] == {"adamas": 4, "full": 4}
+    assert result["adamas_ms_per_token"] > 0 and result["full_ms_per_token"] > 0 and result["speedup"] > 0
+    assert 0 < result["mean_recall"] <= 1 and result["context_tokens"] > result["document_tokens"] > 100
+    with pytest.raises(gradio_client.exceptions.AppError, match="question is empty"):
+        client.predict(DOCUMENT, None, " ", 64, api_name="/compare")

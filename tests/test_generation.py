@@ -1,5 +1,8 @@
 """Streaming generation: records, timing fields, traces, and the model's state afterwards."""
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 import adamas
@@ -94,3 +97,89 @@ def test_cli_prints_both_answers(tmp_path, capsys, smollm2, monkeypatch):
     assert "== Adamas, budget 64" in out and "== full attention" in out and "ms/token" in out
     assert cli.main([*args, "--budget", "0"]) == 2
     assert "budget must be >= 1" in capsys.readouterr().err
+
+
+def test_document_prompt_places_the_documents_tokens(smollm2):
+    _, tokenizer = smollm2
+    document = "  Alpha beta gamma. The launch code is 4417.\nDelta epsilon zeta.  "
+    prompt = generation.document_prompt(tokenizer, document, QUESTION)
+    assert prompt.document == document.strip() and prompt.dropped == 0
+    ids = generation.prompt_ids(tokenizer, prompt.messages)[0].tolist()
+    assert prompt.length == len(ids)
+    assert "".join(prompt.tokens) == prompt.document
+    assert tokenizer.decode(ids[prompt.start : prompt.end]) == prompt.document
+    assert [prompt.document[s:e] for s, e in prompt.offsets] == prompt.tokens
+    at = prompt.document.index("The launch code")
+    i, j = prompt.token_span(at, at + len("The launch code is 4417."))
+    assert "".join(prompt.tokens[i:j]).strip() == "The launch code is 4417."
+
+
+def test_document_prompt_cuts_a_document_that_does_not_fit(smollm2):
+    _, tokenizer = smollm2
+    document = " ".join(f"word{i}" for i in range(400))
+    whole = generation.document_prompt(tokenizer, document, QUESTION)
+    cut = generation.document_prompt(tokenizer, document, QUESTION, max_tokens=whole.length - 100)
+    assert whole.length - 100 - 3 <= cut.length <= whole.length - 100
+    assert cut.dropped == len(whole.tokens) - len(cut.tokens) >= 100
+    assert document.startswith(cut.document) and "".join(cut.tokens) == cut.document
+    assert cut.length == generation.prompt_ids(tokenizer, cut.messages).shape[-1]
+
+
+@pytest.mark.parametrize(
+    ("document", "question", "max_tokens", "match"),
+    [
+        (" \n\t", QUESTION, None, "document is empty"),
+        ("Text.", "  ", None, "question is empty"),
+        ("Text.", QUESTION, 20, "no room is left for the document"),
+    ],
+    ids=["blank-document", "blank-question", "no-room"],
+)
+def test_document_prompt_refuses_what_cannot_be_asked(smollm2, document, question, max_tokens, match):
+    with pytest.raises(ValueError, match=match):
+        generation.document_prompt(smollm2[1], document, question, max_tokens)
+
+
+def test_side_by_side_matches_two_separate_runs(smollm2):
+    model, tokenizer = smollm2
+    messages = generation.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
+    config = adamas.AdamasConfig(budget=16)
+    alone = {
+        "adamas": [r.token_id for r in adamas.generate(model, tokenizer, messages, config, max_new_tokens=6)],
+        "full": [r.token_id for r in adamas.generate(model, tokenizer, messages, None, max_new_tokens=6)],
+    }
+    stream = generation.generate_side_by_side(model, tokenizer, messages, config, max_new_tokens=6, trace=True)
+    pairs = []
+    with ThreadPoolExecutor(2) as pool:  # each step on some worker thread, in a fresh context, as a web server does
+        while (pair := pool.submit(contextvars.copy_context().run, next, stream, None).result()) is not None:
+            pairs.append(pair)
+    assert [mode for mode, _ in pairs[:4]] == ["adamas", "full", "adamas", "full"]
+    for mode in alone:
+        records = [r for m, r in pairs if m == mode]
+        assert [r.token_id for r in records] == alone[mode]
+        assert all((r.trace is not None) == (mode == "adamas" and r.step > 0) for r in records)
+    sparse = [r for m, r in pairs if m == "adamas"]
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    assert int(sparse[-1].tracer.density.sum()) == (layers - 2) * heads * 16 * (len(sparse) - 1)
+    assert integration.enabled_config(model) is None
+
+    result = generation.Comparison()
+    for mode, record in pairs:
+        result.add(mode, record)
+    summary = result.finish().summary()
+    assert summary["new_tokens"] == {mode: len(ids) for mode, ids in alone.items()}
+    assert summary["full_answer"] == tokenizer.decode(alone["full"], skip_special_tokens=True).strip()
+    assert result.density.shape == (layers, heads, sparse[-1].context_length) and result.density.dtype == "int32"
+    assert len(result.recall) == len(result.heads) == len(sparse) - 1 and result._tracer is None
+    assert 0 < summary["mean_recall"] <= 1 and summary["speedup"] > 0 and summary["adamas_ms_per_token"] > 0
+
+
+def test_side_by_side_closed_early_restores_the_model(smollm2):
+    model, tokenizer = smollm2
+    adamas.enable(model, adamas.AdamasConfig(budget=64))
+    try:
+        stream = generation.generate_side_by_side(model, tokenizer, "Hello", adamas.AdamasConfig(budget=8), 4)
+        next(stream), next(stream), next(stream)
+        stream.close()
+        assert integration.enabled_config(model).budget == 64
+    finally:
+        adamas.disable(model)
