@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import adamas
+from adamas.eval.tasks import reference_text
 from adamas.generation import document_messages
 from benchmarks.common import device_slug, write_results
 
@@ -24,10 +25,7 @@ QUANTILES = [(0.1, 0.5, 0.9), (0.2, 0.5, 0.8), (0.25, 0.5, 0.75), (0.3, 0.5, 0.7
 
 def offline_document(tokenizer, tokens: int) -> str:
     """About `tokens` tokens of English prose that ships with CPython."""
-    from pydoc_data.topics import topics
-
-    text = "\n\n".join(topics[name] for name in sorted(topics))
-    ids = tokenizer(text)["input_ids"][:tokens]
+    ids = tokenizer(reference_text())["input_ids"][:tokens]
     return tokenizer.decode(ids)
 
 
