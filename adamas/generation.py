@@ -161,7 +161,7 @@ def generate(
     check_context(model, ids.shape[-1] + max_new_tokens)
     if _use_graph(cuda_graph, model, device, trace):
         decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True)
-        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), _stop_ids(model, tokenizer), None)
+        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), stop_ids(model, tokenizer), None)
         return
     layers = model.config.num_hidden_layers
     tracer = None
@@ -174,7 +174,7 @@ def generate(
     try:
         cache = AdamasCache(config, layers) if config is not None else DynamicCache()
         steps = _eager_steps(model, ids, cache, max_new_tokens)
-        yield from _decode(tokenizer, steps, _stop_ids(model, tokenizer), tracer)
+        yield from _decode(tokenizer, steps, stop_ids(model, tokenizer), tracer)
     finally:
         ACTIVE_TRACER.reset(token)
         _set_adamas(model, previous)
@@ -341,7 +341,7 @@ def _decode(tokenizer, steps: Iterator[tuple[int, float, int]], stop: set[int], 
             return
 
 
-def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """The end-of-sequence ids of the model's generation config, else the tokenizer's."""
     eos = getattr(model.generation_config, "eos_token_id", None)
     if eos is None:

@@ -48,8 +48,9 @@ def quest_select(
 ) -> torch.Tensor:
     """Quest: the max(1, budget // page) pages with the highest bound on q·k, all their tokens.
 
-    A page's bound is sum_i max(q_i · max_i, q_i · min_i) over the elementwise max and min of
-    its keys; returns [B, Hq, pages_kept · page], slots past the end or invalid set to -1.
+    The page holding the newest token is always among them, as in Quest. A page's bound is
+    sum_i max(q_i · max_i, q_i · min_i) over the elementwise max and min of its keys; returns
+    [B, Hq, pages_kept · page], slots past the end or invalid set to -1.
     """
     b, hkv, length, d = k.shape
     pages = -(-length // page)
@@ -65,6 +66,9 @@ def quest_select(
     qg = _grouped(q, k).float()[:, :, :, None, :]  # [B, Hkv, G, 1, d]
     bound = torch.maximum(qg * high[:, :, None], qg * low[:, :, None]).sum(-1)  # [B, Hkv, G, P]
     bound = bound.masked_fill(~filled[:, :, None, :, 0], float("-inf")).reshape(b, q.shape[1], pages)
+    # the page of the newest token is always kept, as Quest does (its bound is still being filled)
+    newest = (torch.arange(pages * page, device=k.device) * usable).amax(-1) // page  # [B]
+    bound = bound.scatter(-1, newest[:, None, None].expand(b, q.shape[1], 1), float("inf"))
     kept = bound.topk(min(max(1, budget // page), pages), dim=-1)  # [B, Hq, kept]
     tokens = (kept.indices[..., None] * page + torch.arange(page, device=k.device)).flatten(2)  # [B, Hq, kept·page]
     ok = usable.gather(1, tokens.flatten(1)).view_as(tokens)

@@ -75,6 +75,7 @@ def brute_quest(q: torch.Tensor, k: torch.Tensor, budget: int, page: int) -> lis
                 block = keys[start : start + page]
                 high, low = block.max(0).values, block.min(0).values
                 bounds.append(torch.maximum(query * high, query * low).sum().item())
+            bounds[-1] = float("inf")  # the newest page is always kept
             order = sorted(range(len(bounds)), key=lambda p: -bounds[p])[: max(1, budget // page)]
             heads.append({t for p in order for t in range(p * page, min((p + 1) * page, length))})
         result.append(heads)
@@ -97,6 +98,10 @@ def test_quest_never_picks_invalid_tokens():
     idx = selectors.quest_select(q, k, budget=64, page=16, valid=valid)
     for head in as_sets(idx)[1]:
         assert head == set(range(40, 70))
+    static = torch.ones(1, 70, dtype=torch.bool, device=DEVICE)
+    static[0, 50:] = False  # a static cache: 50 tokens written
+    idx = selectors.quest_select(q[:1], k[:1], budget=16, page=16, valid=static)
+    assert all(head == set(range(48, 50)) for head in as_sets(idx)[0]), "the newest page is kept"
 
 
 @pytest.mark.parametrize("selector", ["quest", "streaming", "oracle"])

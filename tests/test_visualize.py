@@ -125,6 +125,8 @@ def test_recall_curve_errors(budgets: list, recalls: list, match: str) -> None:
 def test_exports() -> None:
     figures = {"selected_token_heatmap", "densest_span", "selection_density_map", "latency_comparison"}
     figures |= {"recall_by_layer", "estimated_vs_true_scatter", "recall_vs_budget"}
+    figures |= {"accuracy_vs_budget", "metric_vs_budget", "perplexity_vs_budget"}
+    figures |= {"selection_recall_vs_budget", "selector_recall_by_layer"}
     assert set(visualize.__all__) == figures
     assert all(callable(getattr(visualize, name)) for name in figures)
 

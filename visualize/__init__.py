@@ -2,16 +2,28 @@
 
 from visualize.density import selection_density_map
 from visualize.document import densest_span, selected_token_heatmap
+from visualize.evaluation import (
+    accuracy_vs_budget,
+    metric_vs_budget,
+    perplexity_vs_budget,
+    selection_recall_vs_budget,
+    selector_recall_by_layer,
+)
 from visualize.latency import latency_comparison
 from visualize.recall import recall_by_layer
 from visualize.scores import estimated_vs_true_scatter, recall_vs_budget
 
 __all__ = [
+    "accuracy_vs_budget",
     "densest_span",
     "estimated_vs_true_scatter",
     "latency_comparison",
+    "metric_vs_budget",
+    "perplexity_vs_budget",
     "recall_by_layer",
     "recall_vs_budget",
     "selected_token_heatmap",
     "selection_density_map",
+    "selection_recall_vs_budget",
+    "selector_recall_by_layer",
 ]

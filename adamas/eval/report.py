@@ -1,0 +1,183 @@
+"""The evaluation's outputs: results.json, a markdown report and Plotly figures (HTML).
+
+results.json holds {environment, parameters, seconds, records}; results.md a summary, the
+two claims of the paper as tables, and one table per task (rows: length and selector,
+columns: budget). Figures need plotly; without it they are skipped with a logged note.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from adamas.config import SELECTORS
+from adamas.eval.tasks import TASKS
+
+CLAIM_BUDGET = 64
+"""The paper: Adamas matches full attention at a budget of 64 tokens."""
+QUEST_RATIO = 8
+"""The paper: Adamas reaches Quest's accuracy at up to 8x less budget."""
+METRICS = {"accuracy": "share of expected answers found", "perplexity": "lower is better", "recall": "of 1"}
+logger = logging.getLogger(__name__)
+
+
+def environment(device: torch.device | str) -> dict:
+    """Device, versions and date of this run."""
+    import transformers
+
+    import adamas
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if cuda
+        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "cuda": torch.version.cuda if cuda else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "adamas": adamas.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_report(out: Path, env: dict, parameters: dict, seconds: float, records: list[dict]) -> list[Path]:
+    """Write results.json, results.md and the figures into `out`; return the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.json"
+    payload = {"environment": env, "parameters": parameters, "seconds": round(seconds, 1), "records": records}
+    results.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    table = out / "results.md"
+    table.write_text(markdown(records, env, parameters, seconds))
+    return [results, table, *write_figures(out, records)]
+
+
+def markdown(records: list[dict], env: dict, parameters: dict, seconds: float) -> str:
+    """The report: run line, summary, the paper's claims, one table per task."""
+    head = (
+        f"# Adamas evaluation\n\n{parameters.get('model')} on {env['device']}, {env['date']}; "
+        f"{len(records)} records in {seconds / 60:.1f} min. Full attention does not depend on the budget: "
+        "its one run per prompt is shown in every budget column.\n"
+    )
+    parts = [head, _summary(records), _claims(records)]
+    for task in (*TASKS, "perplexity", "recall"):
+        mine = [r for r in records if r["task"] == task]
+        if mine:
+            metric = mine[0]["metric"]
+            parts.append(f"## {task} ({metric}: {METRICS[metric]})\n\n" + table(mine))
+    return "\n".join(parts)
+
+
+def table(records: list[dict]) -> str:
+    """A markdown table: a row per (length, selector), a column per budget."""
+    budgets = sorted({r["budget"] for r in records if r["budget"] is not None})
+    rows = ["| length | selector | " + " | ".join(map(str, budgets)) + " |", "|---" * (len(budgets) + 2) + "|"]
+    for length in sorted({r["length"] for r in records}):
+        for selector in _order({r["selector"] for r in records}):
+            mine = {r["budget"]: r["value"] for r in records if r["length"] == length and r["selector"] == selector}
+            if mine:
+                cells = [_fmt(mine.get(b, mine.get(None))) for b in budgets]
+                rows.append(f"| {length} | {selector} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _summary(records: list[dict]) -> str:
+    """Accuracy averaged over the tasks and lengths, per selector and budget."""
+    accuracy = [r for r in records if r["metric"] == "accuracy"]
+    if not accuracy:
+        return ""
+    tasks = ", ".join(t for t in TASKS if any(r["task"] == t for r in accuracy))
+    means = _mean_by(accuracy, ("selector", "budget"))
+    budgets = sorted({b for _, b in means if b is not None})
+    rows = ["| selector | " + " | ".join(map(str, budgets)) + " |", "|---" * (len(budgets) + 1) + "|"]
+    for selector in _order({s for s, _ in means}):
+        cells = [_fmt(means.get((selector, b), means.get((selector, None)))) for b in budgets]
+        rows.append(f"| {selector} | " + " | ".join(cells) + " |")
+    return f"## Summary: accuracy averaged over {tasks} and all lengths\n\n" + "\n".join(rows) + "\n"
+
+
+def _claims(records: list[dict]) -> str:
+    """The paper's two claims in numbers: every selector at CLAIM_BUDGET vs full; Adamas at b vs Quest at 8b."""
+    means = _mean_by(records, ("task", "selector", "budget"))  # averaged over lengths
+    tasks = [t for t in (*TASKS, "perplexity", "recall") if any(k[0] == t for k in means)]
+    sparse = _order({s for _, s, b in means if b is not None})
+    parts = [f"## The paper's claims\n\nAt budget {CLAIM_BUDGET} (mean over lengths) against full attention:\n"]
+    rows = ["| task | full | " + " | ".join(sparse) + " |", "|---" * (len(sparse) + 2) + "|"]
+    for task in tasks:
+        cells = [_fmt(means.get((task, "full", None)))] + [_fmt(means.get((task, s, CLAIM_BUDGET))) for s in sparse]
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+    parts.append("\n".join(rows) + "\n")
+    budgets = sorted({b for _, _, b in means if b is not None})
+    pairs = [b for b in budgets if b * QUEST_RATIO in budgets]
+    adamas = [s for s in ("adamas", "adamas-calibrated") if s in sparse]
+    if pairs and adamas and "quest" in sparse:
+        parts.append(f"Adamas at budget b against Quest at {QUEST_RATIO}·b (mean over lengths):\n")
+        head = [f"{s} @b" for s in adamas] + [f"quest @{QUEST_RATIO}b"]
+        rows = ["| task | b | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
+        for task in tasks:
+            for b in pairs:
+                cells = [_fmt(means.get((task, s, b))) for s in adamas] + [
+                    _fmt(means.get((task, "quest", QUEST_RATIO * b)))
+                ]
+                rows.append(f"| {task} | {b} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(rows) + "\n")
+    else:
+        parts.append(
+            f"(Adamas vs Quest at {QUEST_RATIO}x the budget needs budgets b and {QUEST_RATIO}·b in the grid.)\n"
+        )
+    return "\n".join(parts)
+
+
+def write_figures(out: Path, records: list[dict]) -> list[Path]:
+    """One HTML figure per accuracy task, perplexity, recall and recall per layer; none without plotly."""
+    try:
+        from visualize import evaluation
+    except ImportError as err:
+        logger.info("figures skipped: %s (install plotly to draw them)", err)
+        return []
+    figures = {}
+    for task in TASKS:
+        points = [r for r in records if r["task"] == task]
+        if points:
+            figures[f"accuracy_{task}.html"] = evaluation.accuracy_vs_budget(points, task)
+    perplexity = [r for r in records if r["task"] == "perplexity"]
+    if perplexity:
+        figures["perplexity.html"] = evaluation.perplexity_vs_budget(perplexity)
+    recall = [r for r in records if r["task"] == "recall"]
+    if recall:
+        figures["recall.html"] = evaluation.selection_recall_vs_budget(recall)
+        length = max(r["length"] for r in recall)
+        budget = min((r["budget"] for r in recall), key=lambda b: abs(math.log2(b / CLAIM_BUDGET)))
+        per_layer = {r["selector"]: r["per_layer"] for r in recall if r["length"] == length and r["budget"] == budget}
+        title = f"Recall per layer at budget {budget}, {length} tokens (gaps: dense layers)"
+        figures["recall_by_layer.html"] = evaluation.selector_recall_by_layer(per_layer, title)
+    paths = []
+    for name, fig in figures.items():
+        fig.write_html(out / name, include_plotlyjs="directory")  # one plotly.min.js beside them, offline
+        paths.append(out / name)
+    return paths
+
+
+def _mean_by(records: list[dict], keys: Sequence[str]) -> dict[tuple, float]:
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r["value"])
+    return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def _order(selectors: set[str]) -> list[str]:
+    return [s for s in SELECTORS if s in selectors] + sorted(selectors - set(SELECTORS))
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
