@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from adamas.config import AdamasConfig
 from adamas.documents import MAX_DOCUMENT_BYTES, clean_text, read_document
+from adamas.eval.report import latest_results, load_results
 from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side
 from adamas.loading import DEFAULT_MODEL_NAME, load_model, max_context
 from adamas.tracing import default_pairs
@@ -42,6 +43,7 @@ from visualize import (
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
+RESULTS_DIR = Path(__file__).resolve().parent / "benchmarks" / "results"  # the Evaluate tab reads the newest there
 BUDGETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """The budgets the slider snaps to: powers of two and the midpoints 1.5 times them."""
 DEFAULT_BUDGET = 128
@@ -247,8 +249,10 @@ class Studio:
         context: int | None = None,
         model_name: str = DEFAULT_MODEL_NAME,
         examples: list[dict[str, str]] | None = None,
+        eval_dir: Path = RESULTS_DIR,
     ) -> None:
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.eval_dir = Path(eval_dir)
         limit = max_context(model)
         self.context = limit if context is None else min(whole("the context limit", context, 2), limit)
         self.layers, self.heads = model.config.num_hidden_layers, model.config.num_attention_heads
@@ -438,6 +442,20 @@ class Studio:
         )
         return text, None, example["question"], example.get("evidence"), note
 
+    def evaluation(self) -> tuple:
+        """The Evaluate tab: the newest results.json under eval_dir as (report, figure picker, figure, figures)."""
+        path = latest_results(self.eval_dir)
+        if path is None:
+            note = f"No evaluation results under `{self.eval_dir}` yet: run `python -m adamas.eval --out DIR` there."
+            return note, gr.Dropdown(choices=[], value=None), None, {}
+        try:
+            report, built = load_results(path)
+        except ValueError as err:
+            return f"**Could not read the results:** {err}", gr.Dropdown(choices=[], value=None), None, {}
+        first = next(iter(built), None)
+        heading = f"Results from `{path.parent.name}/{path.name}` (the newest under `{self.eval_dir.name}/`)\n\n"
+        return heading + report, gr.Dropdown(choices=list(built), value=first), built.get(first), built
+
 
 def build_app(studio: Studio) -> gr.Blocks:
     """The Blocks layout with its events wired and its queue set, not launched."""
@@ -446,63 +464,75 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(f"**Model:** {studio.model_name} · **{studio.device}** · context up to {studio.context} tokens")
         recording, evidence = gr.State(None), gr.State(None)
-        with gr.Row():
-            with gr.Column(scale=2, min_width=320):
-                file = gr.File(label=f"Upload a document ({FILE_KINDS})", type="filepath", elem_id="document-file")
-                text = gr.Textbox(label="…or paste text", lines=5, max_lines=10, elem_id="document-text")
-                question = gr.Textbox(
-                    label="Question", placeholder="What does the document say about …?", elem_id="question"
-                )
-                budget = gr.Slider(
-                    BUDGETS[0], BUDGETS[-1], DEFAULT_BUDGET, step=1, label="Budget: tokens each query head attends",
-                    info=f"snaps to {budgets}, … 4096", elem_id="budget",
-                )  # fmt: skip
-                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
-                    thresholds = gr.Dropdown(list(THRESHOLD_MODES), value="calibrated", label="Thresholds")
-                    custom = gr.Textbox("-1, 0, 1", label="Custom thresholds (three increasing numbers)", visible=False)
-                    dense = gr.Dropdown(
-                        list(range(studio.layers)), value=list(defaults.dense_layers), multiselect=True,
-                        label="Dense layers (always full attention)",
-                    )  # fmt: skip
-                    with gr.Row():
-                        sink = gr.Number(defaults.sink, label="Sink tokens", precision=0, minimum=0)
-                        recent = gr.Number(defaults.recent, label="Recent tokens", precision=0, minimum=0)
-                    max_new = gr.Slider(
-                        1, MAX_NEW_TOKENS, DEFAULT_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new"
+        with gr.Tab("Compare", id="compare"):
+            with gr.Row():
+                with gr.Column(scale=2, min_width=320):
+                    file = gr.File(label=f"Upload a document ({FILE_KINDS})", type="filepath", elem_id="document-file")
+                    text = gr.Textbox(label="…or paste text", lines=5, max_lines=10, elem_id="document-text")
+                    question = gr.Textbox(
+                        label="Question", placeholder="What does the document say about …?", elem_id="question"
                     )
-                with gr.Row():
-                    run = gr.Button("Run", variant="primary", elem_id="run")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-            with gr.Column(scale=3):
-                status = gr.Markdown("Upload or paste a document, ask a question, press **Run**.", elem_id="status")
-                with gr.Row():
-                    with gr.Column():
-                        adamas_answer = gr.Textbox(label="Adamas", lines=6, interactive=False, elem_id="adamas-answer")
-                        adamas_stats = gr.Markdown()
-                    with gr.Column():
-                        full_answer = gr.Textbox(
-                            label="Full attention", lines=6, interactive=False, elem_id="full-answer"
+                    budget = gr.Slider(
+                        BUDGETS[0], BUDGETS[-1], DEFAULT_BUDGET, step=1, label="Budget: tokens each query head attends",
+                        info=f"snaps to {budgets}, … 4096", elem_id="budget",
+                    )  # fmt: skip
+                    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                        thresholds = gr.Dropdown(list(THRESHOLD_MODES), value="calibrated", label="Thresholds")
+                        custom = gr.Textbox(
+                            "-1, 0, 1", label="Custom thresholds (three increasing numbers)", visible=False
                         )
-                        full_stats = gr.Markdown()
-                summary = gr.Markdown(elem_id="summary")
-                examples = gr.Dataset(
-                    components=["textbox", "textbox"], headers=["Example", "Question"], type="index",
-                    samples=[[e["name"], e["question"]] for e in studio.examples], label="Examples: one click runs",
-                    visible=bool(studio.examples),
-                )  # fmt: skip
-                example_note = gr.Markdown(elem_id="example-note")
-        document_plot = gr.Plot(label="Selected tokens", elem_id="document-plot")  # scrolls (CSS)
-        with gr.Row():
-            density_plot = gr.Plot(label="Selection density")
-            with gr.Column():
-                recall_plot = gr.Plot(label="Recall by layer")
-                gr.Markdown(STATE_NOTE)
-                with gr.Row():
-                    layer = gr.Dropdown([], label="Layer", min_width=80)
-                    head = gr.Slider(0, studio.heads - 1, 0, step=1, label="Head")
-                    step = gr.Slider(1, 2, 1, step=1, label="Decode step", interactive=False)
-                scatter_plot = gr.Plot(label="Estimated vs true")
-        latency_plot = gr.Plot(label="Latency")
+                        dense = gr.Dropdown(
+                            list(range(studio.layers)), value=list(defaults.dense_layers), multiselect=True,
+                            label="Dense layers (always full attention)",
+                        )  # fmt: skip
+                        with gr.Row():
+                            sink = gr.Number(defaults.sink, label="Sink tokens", precision=0, minimum=0)
+                            recent = gr.Number(defaults.recent, label="Recent tokens", precision=0, minimum=0)
+                        max_new = gr.Slider(
+                            1, MAX_NEW_TOKENS, DEFAULT_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new"
+                        )
+                    with gr.Row():
+                        run = gr.Button("Run", variant="primary", elem_id="run")
+                        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                with gr.Column(scale=3):
+                    status = gr.Markdown("Upload or paste a document, ask a question, press **Run**.", elem_id="status")
+                    with gr.Row():
+                        with gr.Column():
+                            adamas_answer = gr.Textbox(
+                                label="Adamas", lines=6, interactive=False, elem_id="adamas-answer"
+                            )
+                            adamas_stats = gr.Markdown()
+                        with gr.Column():
+                            full_answer = gr.Textbox(
+                                label="Full attention", lines=6, interactive=False, elem_id="full-answer"
+                            )
+                            full_stats = gr.Markdown()
+                    summary = gr.Markdown(elem_id="summary")
+                    examples = gr.Dataset(
+                        components=["textbox", "textbox"], headers=["Example", "Question"], type="index",
+                        samples=[[e["name"], e["question"]] for e in studio.examples], label="Examples: one click runs",
+                        visible=bool(studio.examples),
+                    )  # fmt: skip
+                    example_note = gr.Markdown(elem_id="example-note")
+            document_plot = gr.Plot(label="Selected tokens", elem_id="document-plot")  # scrolls (CSS)
+            with gr.Row():
+                density_plot = gr.Plot(label="Selection density")
+                with gr.Column():
+                    recall_plot = gr.Plot(label="Recall by layer")
+                    gr.Markdown(STATE_NOTE)
+                    with gr.Row():
+                        layer = gr.Dropdown([], label="Layer", min_width=80)
+                        head = gr.Slider(0, studio.heads - 1, 0, step=1, label="Head")
+                        step = gr.Slider(1, 2, 1, step=1, label="Decode step", interactive=False)
+                    scatter_plot = gr.Plot(label="Estimated vs true")
+            latency_plot = gr.Plot(label="Latency")
+        with gr.Tab("Evaluate", id="evaluate"):
+            with gr.Row():
+                eval_pick = gr.Dropdown([], label="Figure", elem_id="eval-figure")
+                eval_reload = gr.Button("Reload the latest results", elem_id="eval-reload")
+            eval_plot = gr.Plot(label="Evaluation")
+            eval_note = gr.Markdown(elem_id="eval-report")
+            eval_figures = gr.State({})
         api_call, api_result = gr.Button(visible=False), gr.JSON(visible=False)
 
         outputs = [
@@ -526,6 +556,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         api_call.click(
             studio.compare, [text, file, question, budget, max_new], api_result, api_name="compare", **on_model
         )
+        evaluation = [eval_note, eval_pick, eval_plot, eval_figures]
+        gr.on([demo.load, eval_reload.click], studio.evaluation, None, evaluation, **quick)
+        eval_pick.input(lambda name, built: built.get(name), [eval_pick, eval_figures], eval_plot, **quick)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
@@ -554,11 +587,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-context", type=int, default=None, help="cap on prompt + answer tokens (default: model's)"
     )
+    parser.add_argument(
+        "--eval-dir", type=Path, default=RESULTS_DIR, help="where the Evaluate tab finds results (default: the newest"
+        " results.json under benchmarks/results)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logger.setLevel(logging.INFO)  # this app's lines, not every library's
     model, tokenizer = load_model(args.model)
-    studio = Studio(model, tokenizer, args.max_context, model_name=args.model or DEFAULT_MODEL_NAME)
+    studio = Studio(
+        model, tokenizer, args.max_context, model_name=args.model or DEFAULT_MODEL_NAME, eval_dir=args.eval_dir
+    )
     logger.info("Adamas Studio: %s, %s, context %d tokens", studio.model_name, studio.device, studio.context)
     launch(build_app(studio), args.host, args.port, args.share)
 

@@ -5,7 +5,9 @@ and /compare answers a gradio_client."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,11 +236,38 @@ def test_main_parses_the_flags(monkeypatch, smollm2):
     monkeypatch.setattr(app, "load_model", load)
     monkeypatch.setattr(app, "build_app", lambda studio: studio)
     monkeypatch.setattr(app, "launch", lambda studio, host, port, share: seen.update(
-        context=studio.context, host=host, port=port, share=share))  # fmt: skip
-    app.main(["--model", "some/model", "--host", "0.0.0.0", "--port", "7999", "--share", "--max-context", "2048"])
-    assert seen == {"model": "some/model", "context": 2048, "host": "0.0.0.0", "port": 7999, "share": True}
+        context=studio.context, host=host, port=port, share=share, eval_dir=studio.eval_dir))  # fmt: skip
+    argv = ["--model", "some/model", "--host", "0.0.0.0", "--port", "7999", "--share", "--max-context", "2048"]
+    app.main([*argv, "--eval-dir", "runs"])
+    assert seen == {
+        "model": "some/model", "context": 2048, "host": "0.0.0.0", "port": 7999, "share": True,
+        "eval_dir": Path("runs"),
+    }  # fmt: skip
     app.main([])
-    assert seen == {"model": None, "context": 8192, "host": "127.0.0.1", "port": 7860, "share": False}
+    assert seen == {
+        "model": None, "context": 8192, "host": "127.0.0.1", "port": 7860, "share": False, "eval_dir": app.RESULTS_DIR,
+    }  # fmt: skip
+
+
+def test_evaluate_tab_shows_the_newest_results(smollm2, tmp_path):
+    model, tokenizer = smollm2
+    studio = app.Studio(model, tokenizer, context=1024, examples=[], eval_dir=tmp_path)
+    note, picker, figure, built = studio.evaluation()
+    assert "No evaluation results" in note and figure is None and built == {}
+    committed = Path(app.RESULTS_DIR) / "eval_quick_cpu" / "results.json"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text("not json")
+    os.utime(tmp_path / "old" / "results.json", (1e9, 1e9))  # older than the next one
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "results.json").write_text(committed.read_text())
+    note, picker, figure, built = studio.evaluation()
+    assert note.startswith("Results from `new/results.json`") and "| passkey |" in note
+    assert "accuracy_passkey" in built and "recall_by_layer" in built
+    assert picker.choices[0][0] == next(iter(built)) and figure is built[next(iter(built))]
+    assert len(figure.data) > 0
+    (tmp_path / "new" / "results.json").write_text("{}")
+    note, _, figure, built = studio.evaluation()
+    assert "Could not read the results" in note and figure is None
 
 
 def free_port() -> int:

@@ -137,33 +137,57 @@ def _claims(records: list[dict]) -> str:
 
 
 def write_figures(out: Path, records: list[dict]) -> list[Path]:
-    """One HTML figure per accuracy task, perplexity, recall and recall per layer; none without plotly."""
+    """Each of figures() as an HTML file beside one plotly.min.js (viewable offline); none without plotly."""
     try:
-        from visualize import evaluation
+        built = figures(records)
     except ImportError as err:
         logger.info("figures skipped: %s (install plotly to draw them)", err)
         return []
-    figures = {}
+    paths = []
+    for name, fig in built.items():
+        fig.write_html(out / f"{name}.html", include_plotlyjs="directory")
+        paths.append(out / f"{name}.html")
+    return paths
+
+
+def figures(records: list[dict]) -> dict:
+    """Plotly figures by name: accuracy per task, perplexity, recall, and recall per layer (needs plotly)."""
+    from visualize import evaluation
+
+    built = {}
     for task in TASKS:
         points = [r for r in records if r["task"] == task]
         if points:
-            figures[f"accuracy_{task}.html"] = evaluation.accuracy_vs_budget(points, task)
+            built[f"accuracy_{task}"] = evaluation.accuracy_vs_budget(points, task)
     perplexity = [r for r in records if r["task"] == "perplexity"]
     if perplexity:
-        figures["perplexity.html"] = evaluation.perplexity_vs_budget(perplexity)
+        built["perplexity"] = evaluation.perplexity_vs_budget(perplexity)
     recall = [r for r in records if r["task"] == "recall"]
     if recall:
-        figures["recall.html"] = evaluation.selection_recall_vs_budget(recall)
+        built["recall"] = evaluation.selection_recall_vs_budget(recall)
         length = max(r["length"] for r in recall)
         budget = min((r["budget"] for r in recall), key=lambda b: abs(math.log2(b / CLAIM_BUDGET)))
         per_layer = {r["selector"]: r["per_layer"] for r in recall if r["length"] == length and r["budget"] == budget}
         title = f"Recall per layer at budget {budget}, {length} tokens (gaps: dense layers)"
-        figures["recall_by_layer.html"] = evaluation.selector_recall_by_layer(per_layer, title)
-    paths = []
-    for name, fig in figures.items():
-        fig.write_html(out / name, include_plotlyjs="directory")  # one plotly.min.js beside them, offline
-        paths.append(out / name)
-    return paths
+        built["recall_by_layer"] = evaluation.selector_recall_by_layer(per_layer, title)
+    return built
+
+
+def latest_results(root: Path) -> Path | None:
+    """The newest results.json in `root` or its subdirectories, or None."""
+    found = [path for pattern in ("results.json", "*/results.json") for path in Path(root).glob(pattern)]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def load_results(path: Path) -> tuple[str, dict]:
+    """A results.json read back: its markdown report and its figures (figures need plotly)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        records = payload["records"]
+        text = markdown(records, payload["environment"], payload["parameters"], payload["seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not an evaluation's results.json: {err}") from None
+    return text, figures(records)
 
 
 def _mean_by(records: list[dict], keys: Sequence[str]) -> dict[tuple, float]:
