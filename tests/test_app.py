@@ -257,7 +257,9 @@ def test_evaluate_tab_shows_the_newest_results(smollm2, tmp_path):
     committed = Path(app.RESULTS_DIR) / "eval_quick_cpu" / "results.json"
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "results.json").write_text("not json")
-    os.utime(tmp_path / "old" / "results.json", (1e9, 1e9))  # older than the next one
+    os.utime(tmp_path / "old" / "results.json", (1e9, 1e9))  # 2001: older than the run below
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "results.json").write_text(committed.read_text().replace('"2026-', '"2025-'))
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "results.json").write_text(committed.read_text())
     note, picker, figure, built = studio.evaluation()

@@ -174,9 +174,17 @@ def figures(records: list[dict]) -> dict:
 
 
 def latest_results(root: Path) -> Path | None:
-    """The newest results.json in `root` or its subdirectories, or None."""
+    """The newest results.json in `root` or its subdirectories (by the run's recorded date), or None."""
     found = [path for pattern in ("results.json", "*/results.json") for path in Path(root).glob(pattern)]
-    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+    return max(found, key=_run_date, default=None)
+
+
+def _run_date(path: Path) -> str:
+    """The date a results.json records (ISO, so it sorts), else its file's modification time."""
+    try:
+        return json.loads(path.read_text())["environment"]["date"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).isoformat()
 
 
 def load_results(path: Path) -> tuple[str, dict]:
