@@ -13,7 +13,14 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from adamas.config import AdamasConfig, check_int
-from adamas.integration import CACHE_ARGUMENT, AdamasCache, disable, enable, enabled_config
+from adamas.integration import (
+    CACHE_ARGUMENT,
+    AdamasCache,
+    adamas_state,
+    enabled_config,
+    set_enabled,
+    uses_sliding_window,
+)
 from adamas.loading import check_context
 from adamas.static import GraphDecoder
 from adamas.tracing import ACTIVE_TRACER, StepTrace, Tracer, default_pairs
@@ -168,16 +175,14 @@ def generate(
     if trace and config is not None:
         pairs = trace_heads if trace_heads is not None else default_pairs(layers, config.dense_layers)
         tracer = Tracer(layers, model.config.num_attention_heads, ids.shape[-1] + max_new_tokens, tuple(pairs))
-    previous = enabled_config(model)
-    _set_adamas(model, config)
-    token = ACTIVE_TRACER.set(tracer)
-    try:
-        cache = AdamasCache(config, layers) if config is not None else DynamicCache()
-        steps = _eager_steps(model, ids, cache, max_new_tokens)
-        yield from _decode(tokenizer, steps, stop_ids(model, tokenizer), tracer)
-    finally:
-        ACTIVE_TRACER.reset(token)
-        _set_adamas(model, previous)
+    with adamas_state(model, config):
+        token = ACTIVE_TRACER.set(tracer)
+        try:
+            cache = AdamasCache(config, layers) if config is not None else DynamicCache()
+            steps = _eager_steps(model, ids, cache, max_new_tokens)
+            yield from _decode(tokenizer, steps, stop_ids(model, tokenizer), tracer)
+        finally:
+            ACTIVE_TRACER.reset(token)
 
 
 def generate_side_by_side(
@@ -211,7 +216,7 @@ def generate_side_by_side(
         while runs:
             for mode in list(runs):
                 if enabled_config(model) is not states[mode]:
-                    _set_adamas(model, states[mode])
+                    set_enabled(model, states[mode])
                 record = contexts[mode].run(next, runs[mode], None)
                 states[mode] = enabled_config(model)
                 if record is None:
@@ -221,7 +226,7 @@ def generate_side_by_side(
     finally:
         for mode, run in runs.items():
             contexts[mode].run(run.close)
-        _set_adamas(model, original)
+        set_enabled(model, original)
 
 
 @dataclass
@@ -279,23 +284,12 @@ class Comparison:
         }
 
 
-def _set_adamas(model: PreTrainedModel, config: AdamasConfig | None) -> None:
-    """Enable Adamas under `config`, or disable it for None."""
-    if config is None:
-        disable(model)
-    else:
-        enable(model, config)
-
-
 def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.device, trace: bool) -> bool:
     """Whether to decode with a captured CUDA graph; ValueError when asked for one that cannot be had."""
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
-    sliding = getattr(model.config, "sliding_window", None) is not None and getattr(
-        model.config, "use_sliding_window", True
-    )
     if cuda_graph is None:
-        return device.type == "cuda" and not trace and not sliding
+        return device.type == "cuda" and not trace and not uses_sliding_window(model.config)
     if cuda_graph and trace:
         raise ValueError("trace=True records from Python at every layer, so it cannot run in a CUDA graph")
     return cuda_graph

@@ -9,8 +9,10 @@ Nothing in the model's classes is patched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -221,7 +223,7 @@ def enable(model: torch.nn.Module, config: AdamasConfig) -> None:
     family = getattr(model_config, "model_type", None)
     if family not in SUPPORTED_FAMILIES:
         raise ValueError(f"model type {family!r} is not supported; supported families: {', '.join(SUPPORTED_FAMILIES)}")
-    if getattr(model_config, "sliding_window", None) is not None and getattr(model_config, "use_sliding_window", True):
+    if uses_sliding_window(model_config):
         logger.warning(
             "%s uses sliding-window attention (window %s): those layers keep running SDPA, only full-attention "
             "layers decode with Adamas",
@@ -251,6 +253,32 @@ def enabled_config(model: torch.nn.Module) -> AdamasConfig | None:
     """The config `model` decodes with, or None when Adamas is not enabled."""
     state = getattr(model, "_adamas", None)
     return None if state is None else state.config
+
+
+def set_enabled(model: torch.nn.Module, config: AdamasConfig | None) -> None:
+    """Enable Adamas under `config`, or disable it for None."""
+    if config is None:
+        disable(model)
+    else:
+        enable(model, config)
+
+
+@contextlib.contextmanager
+def adamas_state(model: torch.nn.Module, config: AdamasConfig | None) -> Iterator[None]:
+    """Decode with Adamas under `config` (full attention for None) inside; the model's own state after."""
+    previous = enabled_config(model)
+    try:
+        set_enabled(model, config)
+        yield
+    finally:
+        set_enabled(model, previous)
+
+
+def uses_sliding_window(model_config: object) -> bool:
+    """Whether a model config turns on sliding-window attention (whose layers Adamas leaves to SDPA)."""
+    return getattr(model_config, "sliding_window", None) is not None and getattr(
+        model_config, "use_sliding_window", True
+    )
 
 
 def _adopt_cache(model: torch.nn.Module, args: tuple, kwargs: dict, config: AdamasConfig) -> None:

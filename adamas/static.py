@@ -16,15 +16,12 @@ distance EXCLUDED, and its sink/recent tokens count written slots only.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
 from adamas.config import AdamasConfig, check_int
-from adamas.integration import CACHE_ARGUMENT, disable, enable, enabled_config, layer_thresholds, offer_codes
+from adamas.integration import CACHE_ARGUMENT, adamas_state, layer_thresholds, offer_codes, uses_sliding_window
 from adamas.loading import check_context
 from adamas.ops import encode
 
@@ -152,9 +149,7 @@ class GraphDecoder:
             raise TypeError(f"config must be an AdamasConfig or None, got {type(config).__name__}")
         check_int("capacity", capacity, 2)
         check_context(model, capacity)
-        if getattr(model.config, "sliding_window", None) is not None and getattr(
-            model.config, "use_sliding_window", True
-        ):
+        if uses_sliding_window(model.config):
             raise ValueError(
                 f"GraphDecoder needs full-attention layers; {model.config.model_type} uses a sliding window "
                 f"({model.config.sliding_window}): use adamas.generate(..., cuda_graph=False)"
@@ -182,7 +177,7 @@ class GraphDecoder:
         if self.length:
             self.reset()
         ids = ids.to(self.device)
-        with self._attention():
+        with adamas_state(self.model, self.config):
             for start in range(0, length, PREFILL_CHUNK):
                 end = min(start + PREFILL_CHUNK, length)
                 positions = torch.arange(start, end, device=self.device)
@@ -205,7 +200,7 @@ class GraphDecoder:
         if self.length >= self.capacity:
             raise ValueError(f"the cache is full: {self.capacity} tokens (make a decoder with a larger capacity)")
         if not self.cuda_graph:
-            with self._attention():
+            with adamas_state(self.model, self.config):
                 self._decode_step()
         else:
             if self.graph is None:
@@ -242,29 +237,13 @@ class GraphDecoder:
         saved = (self.position.clone(), self.token.clone(), self.mask.clone())
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with self._attention(), torch.cuda.stream(stream):
+        with adamas_state(self.model, self.config), torch.cuda.stream(stream):
             for _ in range(min(WARMUP_STEPS, self.capacity - self.length)):
                 self._decode_step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         for tensor, value in zip((self.position, self.token, self.mask), saved, strict=True):
             tensor.copy_(value)
         graph = torch.cuda.CUDAGraph()
-        with self._attention(), torch.cuda.graph(graph):
+        with adamas_state(self.model, self.config), torch.cuda.graph(graph):
             self._decode_step()
         self.graph = graph
-
-    @contextlib.contextmanager
-    def _attention(self) -> Iterator[None]:
-        """Adamas (or full attention) on the model for the duration, then its previous setting."""
-        previous = enabled_config(self.model)
-        if self.config is None:
-            disable(self.model)
-        else:
-            enable(self.model, self.config)
-        try:
-            yield
-        finally:
-            if previous is None:
-                disable(self.model)
-            else:
-                enable(self.model, previous)

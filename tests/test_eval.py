@@ -13,7 +13,7 @@ import adamas
 from adamas.config import SELECTORS
 from adamas.eval import __main__ as cli
 from adamas.eval import decoding, perplexity, recall, report, runner, tasks
-from adamas.integration import CACHE_ARGUMENT, AdamasCache
+from adamas.integration import CACHE_ARGUMENT, AdamasCache, adamas_state
 
 UNIT_SLACK = 16  # tokens a prompt may fall short of its target: one haystack unit (a filler sentence, a word)
 
@@ -143,7 +143,7 @@ def test_replayed_prefill_decodes_like_a_prefill_on_the_selectors_cache(selector
     config = adamas.AdamasConfig(selector=selector, budget=16)
     answer = decoding.greedy_answer(model, decoding.prefill(model, ids), config, 8, lambda tokens: False)
     cache, expected, inputs = AdamasCache(config, TINY["num_hidden_layers"]), [], torch.tensor([ids], device=DEVICE)
-    with decoding.adamas_state(model, config), torch.no_grad():
+    with adamas_state(model, config), torch.no_grad():
         for _ in range(8):
             logits = model(input_ids=inputs, use_cache=True, **{CACHE_ARGUMENT: cache}).logits
             expected.append(int(logits[0, -1].argmax()))

@@ -17,7 +17,7 @@ import torch
 from transformers import Cache, DynamicCache, PreTrainedModel
 
 from adamas.config import AdamasConfig
-from adamas.integration import CACHE_ARGUMENT, AdamasCache, disable, enable, enabled_config
+from adamas.integration import CACHE_ARGUMENT, AdamasCache, adamas_state
 
 Step = Callable[[int], torch.Tensor]
 """One decode step: feed a token id, get the next token's logits [vocab] fp32."""
@@ -58,17 +58,6 @@ def replay(pre: Prefill, config: AdamasConfig | None) -> Cache:
     for i, (k, v) in enumerate(zip(pre.keys, pre.values, strict=True)):
         cache.update(k, v, i)
     return cache
-
-
-@contextlib.contextmanager
-def adamas_state(model: PreTrainedModel, config: AdamasConfig | None) -> Iterator[None]:
-    """Decode with Adamas under `config` (full attention for None) inside; the model's own state after."""
-    previous = enabled_config(model)
-    try:
-        enable(model, config) if config is not None else disable(model)
-        yield
-    finally:
-        enable(model, previous) if previous is not None else disable(model)
 
 
 @contextlib.contextmanager
