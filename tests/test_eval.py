@@ -219,3 +219,67 @@ def test_cli_quick_grid_takes_the_flags_given():
     grid = cli.grid_from(args)
     assert grid.budgets == (16,) and grid.lengths == (1024,) and grid.depths == runner.QUICK.depths
     assert cli.grid_from(cli._parser().parse_args(["--out", "x"])) == runner.Grid()
+
+
+def _without_seconds(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_shards_merge_into_the_whole_grid(word_model, tokenizer):
+    grid = runner.Grid(
+        selectors=("adamas", "oracle", "full"), budgets=(16, 32), lengths=(320,), depths=(0.0, 1.0), samples=1,
+        text_tokens=4, tasks=("passkey", "multikey", "perplexity", "recall"),
+    )  # fmt: skip
+    whole = runner.run_grid(word_model, tokenizer, grid, progress=False)
+    parts = [runner.run_grid(word_model, tokenizer, grid, progress=False, shard=(k, 3)) for k in (1, 2, 3)]
+    assert all(parts), "every shard gets work"
+    assert _without_seconds(runner.merge_records(parts)) == _without_seconds(whole)
+    with pytest.raises(ValueError, match="two shards both hold the record"):
+        runner.merge_records([parts[0], parts[0]])
+
+
+def test_shards_split_the_units_evenly(tokenizer):
+    grid = runner.Grid(lengths=(2048, 8192))
+    prompts = {n: list(runner._prompts(tokenizer, grid, n)) for n in grid.lengths}
+    units = runner.plan(grid, prompts)
+    shards = [runner.shard_units(grid, prompts, units, k, 5) for k in range(1, 6)]
+    flat = [u for s in shards for u in s]
+    assert len(flat) == len(units) and set(flat) == set(units), "each unit in exactly one shard"
+    assert all(s == [u for u in units if u in s] for s in shards), "a shard keeps the run order"
+    steps = [sum(len(grid.budgets) if u.selector != "full" else 1 for u in s) for s in shards]
+    assert max(steps) < 1.5 * min(steps)
+    with pytest.raises(ValueError, match="shard must be k/n"):
+        runner.shard_units(grid, prompts, units, 6, 5)
+
+
+def test_cli_merges_shards_and_refuses_a_mismatch(word_model, tokenizer, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "load_model", lambda *args, **kwargs: (word_model, tokenizer))
+    grid = [
+        "--selectors",
+        "adamas",
+        "full",
+        "--budgets",
+        "16",
+        "--lengths",
+        "320",
+        "--tasks",
+        "passkey",
+        "--no-progress",
+    ]
+    flags = [*grid, "--depths", "0", "1"]
+    for k in (1, 2):
+        assert cli.main([*flags, "--shard", f"{k}/2", "--out", str(tmp_path / str(k))]) == 0
+    assert cli.main(["--merge", str(tmp_path / "1"), str(tmp_path / "2"), "--out", str(tmp_path / "all")]) == 0
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert merged["parameters"]["shards"] == 2 and "shard" not in merged["parameters"]
+    assert {(r["selector"], r["n"]) for r in merged["records"]} == {("adamas", 2), ("full", 2)}
+    assert "2 shards run side by side" in (tmp_path / "all" / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(["--merge", str(tmp_path / "1"), "--out", str(tmp_path / "x")]) == 2
+    assert "need the shards 1/1" in capsys.readouterr().err
+    assert cli.main([*grid, "--depths", "0.5", "--shard", "1/2", "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    assert cli.main(["--merge", str(tmp_path / "other"), str(tmp_path / "2"), "--out", str(tmp_path / "y")]) == 2
+    assert re.search(r"ran another grid .*\(depths differ\)", capsys.readouterr().err)
+    assert cli.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "z")]) == 2
+    assert "is not an evaluation's results.json" in capsys.readouterr().err

@@ -64,8 +64,8 @@ def markdown(records: list[dict], env: dict, parameters: dict, seconds: float) -
     """The report: run line, summary, the paper's claims, one table per task."""
     head = (
         f"# Adamas evaluation\n\n{parameters.get('model')} on {env['device']}, {env['date']}; "
-        f"{len(records)} records in {seconds / 60:.1f} min. Full attention does not depend on the budget: "
-        "its one run per prompt is shown in every budget column.\n"
+        f"{len(records)} records in {seconds / 60:.1f} min{_shards(parameters)}. "
+        "Full attention does not depend on the budget: its one run per prompt is shown in every budget column.\n"
     )
     parts = [head, _summary(records), _claims(records)]
     for task in (*TASKS, "perplexity", "recall"):
@@ -74,6 +74,11 @@ def markdown(records: list[dict], env: dict, parameters: dict, seconds: float) -
             metric = mine[0]["metric"]
             parts.append(f"## {task} ({metric}: {METRICS[metric]})\n\n" + table(mine))
     return "\n".join(parts)
+
+
+def _shards(parameters: dict) -> str:
+    n = parameters.get("shards")
+    return f" ({n} shards run side by side)" if n else ""
 
 
 def table(records: list[dict]) -> str:
@@ -187,15 +192,28 @@ def _run_date(path: Path) -> str:
         return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).isoformat()
 
 
-def load_results(path: Path) -> tuple[str, dict]:
-    """A results.json read back: its markdown report and its figures (figures need plotly)."""
+def read_payload(path: Path) -> dict:
+    """A results.json read back as {environment, parameters, seconds, records}; ValueError naming the path if not."""
     try:
         payload = json.loads(Path(path).read_text())
-        records = payload["records"]
-        text = markdown(records, payload["environment"], payload["parameters"], payload["seconds"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        if not all(isinstance(payload.get(k), t) for k, t in _PAYLOAD.items()):
+            raise ValueError(f"needs the keys {', '.join(_PAYLOAD)}")
+    except (OSError, ValueError, AttributeError) as err:
         raise ValueError(f"{path} is not an evaluation's results.json: {err}") from None
-    return text, figures(records)
+    return payload
+
+
+_PAYLOAD = {"environment": dict, "parameters": dict, "seconds": (int, float), "records": list}
+
+
+def load_results(path: Path) -> tuple[str, dict]:
+    """A results.json read back: its markdown report and its figures (figures need plotly)."""
+    payload = read_payload(path)
+    try:
+        text = markdown(payload["records"], payload["environment"], payload["parameters"], payload["seconds"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not an evaluation's results.json: {err}") from None
+    return text, figures(payload["records"])
 
 
 def _mean_by(records: list[dict], keys: Sequence[str]) -> dict[tuple, float]:

@@ -9,6 +9,7 @@ budget None. One record per task × selector × budget × length (see `run_grid`
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -87,28 +88,118 @@ def check_grid(grid: Grid, model: PreTrainedModel) -> None:
         )
 
 
+TEXT = -1
+"""The item index of the reference text (perplexity and recall) in a `Unit`."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The grid's unit of work: one prompt (or the reference text) at one length under one selector's budgets."""
+
+    length: int
+    item: int  # index into the length's prompts, or TEXT
+    selector: str
+
+
 def run_grid(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, grid: Grid, progress: bool = True
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    grid: Grid,
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[dict]:
-    """Every record of the grid, in order of length, task, selector and budget.
+    """Every record of the grid (or of shard (k, n): its k-th of n parts), ordered by length, task, selector, budget.
 
     A record: task, selector, budget (None for "full"), length, metric ("accuracy",
     "perplexity" or "recall"), value, n (prompts or scored tokens), seconds (decode time), and
-    per task: `samples` (each prompt's depth, score, answer, expected), `nll` and
-    `prefix_tokens` (perplexity), `per_layer` (recall, None on dense layers).
+    per task: `samples` (each prompt's index, depth, score, answer, expected), `nll` and
+    `prefix_tokens` (perplexity), `per_layer` (recall, None on dense layers). The n shards of
+    a grid split its units so that each takes about the same time; `merge_records` joins them
+    into the records of the whole grid.
     """
     check_grid(grid, model)
-    configs = grid.configs()
-    prompts = [list(_prompts(tokenizer, grid, length)) for length in grid.lengths]  # built first: errors early
-    texts = bool(set(grid.tasks) & set(TEXT_TASKS))
-    total = len(configs) * (sum(map(len, prompts)) + texts * len(grid.lengths))
+    prompts = {length: list(_prompts(tokenizer, grid, length)) for length in grid.lengths}  # built first: errors early
+    units = plan(grid, prompts)
+    if shard is not None:
+        units = shard_units(grid, prompts, units, *shard)
+    by_selector: dict[str, list] = {}
+    for selector, budget, config in grid.configs():
+        by_selector.setdefault(selector, []).append((selector, budget, config))
+    cells: dict[tuple[str, str, int | None, int], _Cell] = {}
     records: list[dict] = []
+    total = sum(len(by_selector[u.selector]) for u in units)
     with tqdm(total=total, desc="adamas.eval", unit="run", disable=not progress) as bar:
-        for length, length_prompts in zip(grid.lengths, prompts, strict=True):
-            records += _task_records(model, tokenizer, length_prompts, configs, bar)
-            if texts:
+        for (length, item), group in itertools.groupby(units, key=lambda u: (u.length, u.item)):
+            configs = [c for u in group for c in by_selector[u.selector]]
+            if item == TEXT:
                 records += _text_records(model, tokenizer, grid, length, configs, bar)
-    return records
+            else:
+                _answer(model, tokenizer, prompts[length][item], item, configs, cells, bar)
+    records += [
+        _record(kind, selector, budget, length, "accuracy", _mean(c.samples), len(c.samples), c.seconds)
+        | {"samples": c.samples}
+        for (kind, selector, budget, length), c in cells.items()
+    ]
+    return sorted(records, key=_record_order)
+
+
+def plan(grid: Grid, prompts: dict[int, list[tasks.Task]]) -> list[Unit]:
+    """The grid's units in run order: by length, then prompt (the reference text last), then selector."""
+    texts = bool(set(grid.tasks) & set(TEXT_TASKS))
+    return [
+        Unit(length, item, selector)
+        for length in grid.lengths
+        for item in [*range(len(prompts[length])), *([TEXT] * texts)]
+        for selector in grid.selectors
+    ]
+
+
+def shard_units(grid: Grid, prompts: dict[int, list[tasks.Task]], units: list[Unit], k: int, n: int) -> list[Unit]:
+    """The units of shard k of n (1-based), in run order: the costliest first, each to the least loaded shard.
+
+    The cost of a unit is its decode steps at most (budgets x answer room, or x text tokens)
+    weighted by the context length, so the n shards, run side by side, end at about the same time.
+    """
+    check_int("shard count", n, 1)
+    if not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"shard must be k/n with 1 <= k <= n, got {k}/{n}")
+
+    def cost(u: Unit) -> float:
+        runs = 1 if u.selector == "full" else len(grid.budgets)
+        steps = grid.text_tokens if u.item == TEXT else prompts[u.length][u.item].max_new_tokens
+        return runs * steps * (1 + u.length / 4096)
+
+    loads = [0.0] * n
+    mine = set()
+    for _, i, u in sorted((-cost(u), i, u) for i, u in enumerate(units)):
+        least = loads.index(min(loads))
+        loads[least] += cost(u)
+        if least == k - 1:
+            mine.add(i)
+    return [u for i, u in enumerate(units) if i in mine]
+
+
+def merge_records(shards: list[list[dict]]) -> list[dict]:
+    """The records of a whole grid from those of its shards: accuracy cells pool their samples, others are unique."""
+    merged: dict[tuple, dict] = {}
+    for records in shards:
+        for r in records:
+            key = (r["task"], r["selector"], r["budget"], r["length"])
+            if key not in merged:
+                merged[key] = dict(r) | ({"samples": list(r["samples"])} if "samples" in r else {})
+            elif "samples" in r:
+                cell = merged[key]
+                cell["samples"] = sorted(cell["samples"] + r["samples"], key=lambda s: s["prompt"])
+                cell["n"] = len(cell["samples"])
+                cell["value"] = _mean(cell["samples"])
+                cell["seconds"] = round(cell["seconds"] + r["seconds"], 3)
+            else:
+                raise ValueError(f"two shards both hold the record {key}: were they run with different --shard n?")
+    return sorted(merged.values(), key=_record_order)
+
+
+def _record_order(r: dict) -> tuple:
+    return (r["length"], ALL_TASKS.index(r["task"]), SELECTORS.index(r["selector"]), r["budget"] or 0)
 
 
 def _prompts(tokenizer: PreTrainedTokenizerBase, grid: Grid, length: int) -> Iterator[tasks.Task]:
@@ -129,37 +220,29 @@ class _Cell:
     seconds: float = 0.0
 
 
-def _task_records(model, tokenizer, prompts: list[tasks.Task], configs, bar: tqdm) -> list[dict]:
-    """Answer every prompt under every config; one accuracy record per (task, selector, budget)."""
+def _answer(model, tokenizer, task: tasks.Task, item: int, configs, cells: dict, bar: tqdm) -> None:
+    """Answer one prompt under every config, adding a sample to each (task, selector, budget, length) cell."""
     stops = stop_ids(model, tokenizer)
-    cells: dict[tuple[str, str, int | None], _Cell] = {}
-    for task in prompts:
-        pre = prefill(model, task.ids)
-        answered = _stopper(tokenizer, task.expected, stops)
-        for selector, budget, config in configs:
-            bar.set_postfix_str(f"{task.kind} {task.length} {selector} {budget or ''}".strip())
-            start = time.perf_counter()
-            tokens = greedy_answer(model, pre, config, task.max_new_tokens, answered)
-            cell = cells.setdefault((task.kind, selector, budget), _Cell())
-            cell.seconds += time.perf_counter() - start
-            answer = tokenizer.decode(tokens, skip_special_tokens=True)
-            cell.samples.append(
-                {
-                    "depth": round(task.depth, 4),
-                    "score": tasks.score(task.expected, answer),
-                    "answer": answer,
-                    "expected": list(task.expected),
-                    "prompt_tokens": len(task.ids),
-                }
-            )
-            bar.update()
-        del pre  # free this prompt's K/V before the next prefill allocates its own
-    length = prompts[0].length if prompts else 0
-    return [
-        _record(kind, selector, budget, length, "accuracy", _mean(c.samples), len(c.samples), c.seconds)
-        | {"samples": c.samples}
-        for (kind, selector, budget), c in cells.items()
-    ]
+    pre = prefill(model, task.ids)
+    answered = _stopper(tokenizer, task.expected, stops)
+    for selector, budget, config in configs:
+        bar.set_postfix_str(f"{task.kind} {task.length} {selector} {budget or ''}".strip())
+        start = time.perf_counter()
+        tokens = greedy_answer(model, pre, config, task.max_new_tokens, answered)
+        cell = cells.setdefault((task.kind, selector, budget, task.length), _Cell())
+        cell.seconds += time.perf_counter() - start
+        answer = tokenizer.decode(tokens, skip_special_tokens=True)
+        cell.samples.append(
+            {
+                "prompt": item,
+                "depth": round(task.depth, 4),
+                "score": tasks.score(task.expected, answer),
+                "answer": answer,
+                "expected": list(task.expected),
+                "prompt_tokens": len(task.ids),
+            }
+        )
+        bar.update()
 
 
 def _stopper(tokenizer, expected: tuple[str, ...], stop_ids: set[int]):
