@@ -46,17 +46,24 @@ class Tracer:
     """Collects StepTraces and the selection density of one generation (batch row 0)."""
 
     def __init__(self, layers: int, heads: int, max_len: int, pairs: tuple[tuple[int, int], ...]) -> None:
-        self.density = torch.zeros(layers, heads, max_len, dtype=torch.int32)  # [layers, Hq, max_len]
+        self._density = torch.zeros(layers, heads, max_len, dtype=torch.int32)  # moves to the model's device
+        self._placed = False
         self.pairs = pairs
         self.layers, self.heads = layers, heads
         self.current = self._new_step()
 
+    @property
+    def density(self) -> torch.Tensor:
+        """[layers, Hq, max_len] int32 on the CPU: how often each token was selected, summed over steps."""
+        return self._density.cpu()
+
     def _new_step(self) -> StepTrace:
-        return StepTrace(recall=torch.full((self.layers, self.heads), float("nan")))
+        return StepTrace(recall=torch.full((self.layers, self.heads), float("nan"), device=self._density.device))
 
     def finish_step(self) -> StepTrace:
-        """Close the current step and return what it recorded."""
+        """Close the current step and return what it recorded (on the CPU: one host sync per step)."""
         done, self.current = self.current, self._new_step()
+        done.recall = done.recall.cpu()
         return done
 
     @torch.no_grad()
@@ -75,6 +82,11 @@ class Tracer:
 
         `thresholds` are the query's bucket edges (three floats, or [Hq, 3]).
         """
+        if not self._placed:  # kept on the device of the first sparse layer: no host sync per layer
+            self._density = self._density.to(q.device)
+            self.current.recall = self.current.recall.to(q.device)
+            self._placed = True
+        home = self._density.device  # a model split over devices sends the other layers' results here
         q0, k0, idx0 = q[:1].float(), k[:1].float(), idx[0]
         group = q0.shape[1] // k0.shape[1]
         true = torch.einsum("hd,hld->hl", q0[0], k0[0].repeat_interleave(group, dim=0)) * scale  # [Hq, L]
@@ -83,10 +95,10 @@ class Tracer:
         probs = true.softmax(dim=-1)
         kept = probs.gather(-1, idx0.clamp(min=0)).masked_fill(idx0 < 0, 0).sum(-1)  # [Hq]
         count = (idx0 >= 0).sum(-1, keepdim=True)  # tokens each head attended
-        best = probs.sort(dim=-1, descending=True).values.cumsum(-1).gather(-1, (count - 1).clamp(min=0))[:, 0]
-        self.current.recall[layer] = (kept / best).cpu()
-        rows = idx0.clamp(min=0).cpu()
-        self.density[layer].scatter_add_(1, rows, (idx0 >= 0).int().cpu())
+        top = probs.topk(min(idx0.shape[-1], probs.shape[-1]), dim=-1).values  # sorted; count <= its width
+        best = top.cumsum(-1).gather(-1, (count - 1).clamp(min=0))[:, 0]
+        self.current.recall[layer] = (kept / best).to(home)
+        self._density[layer].scatter_add_(1, idx0.clamp(min=0).to(home), (idx0 >= 0).int().to(home))
         wanted = [h for (lay, h) in self.pairs if lay == layer]
         if wanted:
             dist = manhattan(encode(q0.to(q.dtype), thresholds), k_codes[:1])[0]  # [Hq, L]

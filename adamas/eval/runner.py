@@ -167,7 +167,7 @@ def shard_units(grid: Grid, prompts: dict[int, list[tasks.Task]], units: list[Un
     def cost(u: Unit) -> float:
         runs = 1 if u.selector == "full" else len(grid.budgets)
         steps = grid.text_tokens if u.item == TEXT else prompts[u.length][u.item].max_new_tokens
-        return runs * steps * (1 + u.length / 4096)
+        return runs * steps * (1 + u.length / 16384)  # a step costs more with a longer context
 
     loads = [0.0] * n
     mine = set()
