@@ -142,8 +142,8 @@ def _merge(dirs: list[Path], out: Path) -> int:
         print(f"adamas.eval: {err}", file=sys.stderr)
         return 2
     env = max((p["environment"] for p in payloads), key=lambda e: e["date"])
-    seconds = max(p["seconds"] for p in payloads)  # the shards ran side by side
-    merged = parameters[0] | {"shards": n}
+    seconds = sum(p["seconds"] for p in payloads)  # process time: how the shards were scheduled is not known here
+    merged = parameters[0] | {"shards": n, "longest_shard_seconds": max(p["seconds"] for p in payloads)}
     paths = report.write_report(out, env, merged, seconds, records)
     print((out / "results.md").read_text())
     print(f"merged {n} shards: wrote {', '.join(p.name for p in paths)} to {out}")

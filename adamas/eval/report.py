@@ -77,8 +77,8 @@ def markdown(records: list[dict], env: dict, parameters: dict, seconds: float) -
 
 
 def _shards(parameters: dict) -> str:
-    n = parameters.get("shards")
-    return f" ({n} shards run side by side)" if n else ""
+    n, longest = parameters.get("shards"), parameters.get("longest_shard_seconds")
+    return f" of process time ({n} shards; the longest took {longest / 60:.1f} min)" if n and longest else ""
 
 
 def table(records: list[dict]) -> str:
