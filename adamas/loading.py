@@ -40,9 +40,15 @@ def load_model(
     name: None for the offline default (SmolLM2-135M-Instruct, GGUF), else a hub id or a
     local directory of safetensors weights. device: default CUDA when available, else CPU.
     dtype: default bf16 on CUDA, fp32 on CPU. kwargs go to `from_pretrained`
-    (`trust_remote_code` stays off unless given; `device_map="auto"` spreads a large model
-    over the GPUs with accelerate, and then `device` is not applied).
+    (`trust_remote_code` stays off unless given). A model too large for one GPU takes
+    `device_map="auto"` instead of `device`: accelerate places its layers over the GPUs
+    (`max_memory={0: "70GiB", 1: "70GiB", "cpu": ...}` caps each; what does not fit is
+    offloaded to the CPU, or to `offload_folder`), and each layer's cache lives on its device.
     """
+    if device is not None and kwargs.get("device_map") is not None:
+        raise ValueError(
+            f"pass device or device_map, not both (got device={device!r}, device_map={kwargs['device_map']!r})"
+        )
     device = torch.device(device) if device is not None else _default_device()
     dtype = dtype if dtype is not None else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -66,9 +72,26 @@ def load_model(
         raise ValueError(
             f"model {str(name)!r} is a {family!r} model; supported families: {', '.join(SUPPORTED_FAMILIES)}"
         )
-    if "device_map" not in kwargs:
+    if kwargs.get("device_map") is None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+def is_dispatched(model: torch.nn.Module) -> bool:
+    """Whether accelerate hooks place the model's modules: spread over devices or offloaded (a device_map)."""
+    return any(hasattr(module, "_hf_hook") for module in model.modules())
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where `module` runs: its accelerate hook's execution device (or its first hooked part's), else its weights'.
+
+    For a dispatched model itself this is the main device, where it takes its input ids.
+    """
+    for part in module.modules():
+        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return next(module.parameters()).device
 
 
 def max_context(model: PreTrainedModel) -> int:

@@ -18,7 +18,7 @@ import torch
 from adamas.config import SELECTORS, check_int
 from adamas.eval import report, runner
 from adamas.eval.runner import ALL_TASKS, QUICK, Grid
-from adamas.loading import DEFAULT_MODEL_NAME, load_model
+from adamas.loading import DEFAULT_MODEL_NAME, execution_device, load_model
 
 
 def tokens(text: str) -> int:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adamas.eval: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
-    device = next(model.parameters()).device
+    device = execution_device(model)
     parameters = dataclasses.asdict(grid) | {
         "model": args.model or f"{DEFAULT_MODEL_NAME} (GGUF)",
         "dtype": str(next(model.parameters()).dtype),

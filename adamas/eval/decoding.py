@@ -18,6 +18,7 @@ from transformers import Cache, DynamicCache, PreTrainedModel
 
 from adamas.config import AdamasConfig
 from adamas.integration import CACHE_ARGUMENT, AdamasCache, adamas_state
+from adamas.loading import execution_device
 
 Step = Callable[[int], torch.Tensor]
 """One decode step: feed a token id, get the next token's logits [vocab] fp32."""
@@ -38,7 +39,7 @@ def prefill(model: PreTrainedModel, ids: Sequence[int]) -> Prefill:
     """Run the prompt `ids` through the model with full attention, keeping its K/V."""
     if len(ids) == 0:
         raise ValueError("the prompt is empty")
-    device = next(model.parameters()).device
+    device = execution_device(model)
     cache = DynamicCache()
     with adamas_state(model, None):
         out = model(
@@ -63,7 +64,7 @@ def replay(pre: Prefill, config: AdamasConfig | None) -> Cache:
 @contextlib.contextmanager
 def decoding(model: PreTrainedModel, pre: Prefill, config: AdamasConfig | None) -> Iterator[Step]:
     """Decode steps after the prefill `pre` under `config`: a function from a token id to the next logits."""
-    device = next(model.parameters()).device
+    device = execution_device(model)
     cache = replay(pre, config)
 
     def step(token: int) -> torch.Tensor:
