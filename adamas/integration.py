@@ -180,9 +180,7 @@ def adamas_attention(
     _LAST_UPDATE.set(None)  # hold no reference to the cache past this layer
     layer = last[0] if last is not None and last[1] is key else None
     if layer is None or query.shape[2] != 1 or module.training or layer.config.selector == "full":
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
+        return dense_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     valid = _valid_tokens(attention_mask, key.shape[2])
     q, config, codes = query[:, :, 0], layer.config, layer.codes
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
@@ -196,6 +194,33 @@ def adamas_attention(
     out, idx = step(return_indices=True)
     tracer.observe(module.layer_idx, q, key, codes, idx, scale, query_thresholds(config, per_head, q, key), valid)
     return out[:, None], None
+
+
+def dense_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """SDPA, with a masked one-token step of a GQA model run per KV head: K and V are read once, never copied.
+
+    Before 5.24, transformers' SDPA path copies K and V to every query head whenever it gets a
+    mask, as every static-cache step does (2 GiB a layer a step at 128K on Llama-3-8B); here
+    query [B, Hq, 1, d] -> [B, Hkv, Hq / Hkv, d], each group's heads the queries of its KV head.
+    """
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] != 1 or groups == 1 or attention_mask is None or attention_mask.shape[1] != 1 or module.training:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    b, hq, _, d = query.shape
+    grouped = query.reshape(b, hq // groups, groups, d)  # [B, Hkv, Hq / Hkv, d]
+    out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, 1, hq, value.shape[-1]), None  # [B, T = 1, Hq, d]
 
 
 def _valid_tokens(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:

@@ -4,14 +4,16 @@ The dynamic cache grows as tokens arrive and each step is driven from Python, so
 step of a small model costs what ~hundreds of kernel launches cost, not what attention costs.
 Here every layer keeps K, V (and, on Adamas layers, the 2-bit key codes) in buffers of a
 fixed capacity C, written at positions held in a device tensor, and the model sees a 4-D
-boolean mask [1, 1, 1, C] of the written slots. Every tensor a decode step touches then has
+boolean mask [B, 1, 1, C] of the written slots. Every tensor a decode step touches then has
 a fixed address and shape: on CUDA the whole step (position update, embedding, every
 layer's attention, the LM head and the greedy argmax) is captured once and replayed per
 token, with no host synchronization inside it. On a CPU the same step runs eagerly.
 
-Layout per layer (batch 1): keys, values [1, Hkv, C, d]; codes [1, Hkv, C, d // 4] uint8.
-Slots not yet written are zeros and masked out; `adamas.decode_attention` gives them the
-distance EXCLUDED, and its sink/recent tokens count written slots only.
+Layout per layer: keys, values [B, Hkv, C, d]; codes [B, Hkv, C, d // 4] uint8. The B
+prompts have equal lengths, so row b of every buffer holds sequence b at the same slots and
+one position tensor serves them all. Slots not yet written are zeros and masked out;
+`adamas.decode_attention` gives them the distance EXCLUDED, and its sink/recent tokens
+count written slots only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from adamas.ops import encode
 
 PREFILL_CHUNK = 4096
 """Prompt tokens per prefill forward: bounds the explicit causal mask at PREFILL_CHUNK x T booleans."""
+FULL = AdamasConfig(selector="full")
+"""What full-attention steps run under: the "adamas" attention function, every layer dense."""
 WARMUP_STEPS = 2
 """Eager decode steps run (and undone) before capture: they compile the kernels and settle the allocator."""
 
@@ -37,7 +41,8 @@ class FixedLayer(CacheLayerMixin):
     `update` writes the new rows at `positions` (a device tensor set through FixedCache.seek)
     and returns the first `visible` slots: the prompt so far at prefill, the whole buffer when
     decoding. The prompt's keys are encoded once, after prefill (`encode_prompt`), with
-    thresholds fitted to all of them, as the dynamic cache does; each decode step encodes its key.
+    thresholds fitted to all of them, as the dynamic cache does; each decode step encodes its key
+    while the layer is `sparse` (the decoder can switch an Adamas layer to full attention).
     """
 
     is_sliding = False
@@ -45,6 +50,7 @@ class FixedLayer(CacheLayerMixin):
     def __init__(self, capacity: int, config: AdamasConfig | None) -> None:
         super().__init__()
         self.capacity, self.config = capacity, config
+        self.sparse = config is not None  # decode steps encode their keys and offer the codes to attention
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
         self.fitted = False  # thresholds are fitted to each prompt's keys, at its prefill
         self._codes: torch.Tensor | None = None
@@ -56,7 +62,7 @@ class FixedLayer(CacheLayerMixin):
         """Allocate zeroed buffers shaped like the first keys and values (zeros: masked slots must hold no NaN)."""
         b, h, _, d = key_states.shape
         self.dtype, self.device = key_states.dtype, key_states.device
-        self.keys = key_states.new_zeros(b, h, self.capacity, d)  # [1, Hkv, C, d]
+        self.keys = key_states.new_zeros(b, h, self.capacity, d)  # [B, Hkv, C, d]
         self.values = value_states.new_zeros(b, h, self.capacity, value_states.shape[-1])
         if self.config is not None:
             self._codes = torch.zeros(b, h, self.capacity, d // 4, dtype=torch.uint8, device=self.device)
@@ -64,7 +70,7 @@ class FixedLayer(CacheLayerMixin):
 
     @property
     def codes(self) -> torch.Tensor | None:
-        """The codes of the visible keys: [1, Hkv, visible, d // 4] uint8 (None on a dense layer)."""
+        """The codes of the visible keys: [B, Hkv, visible, d // 4] uint8 (None on a dense layer)."""
         return None if self._codes is None else self._codes[:, :, : self.visible]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -74,7 +80,7 @@ class FixedLayer(CacheLayerMixin):
         self.keys.index_copy_(2, self.positions, key_states)
         self.values.index_copy_(2, self.positions, value_states)
         keys, values = self.keys[:, :, : self.visible], self.values[:, :, : self.visible]
-        if self.config is not None and self.fitted:  # decoding; a prompt's codes come from encode_prompt
+        if self.sparse and self.fitted:  # decoding; a prompt's codes come from encode_prompt
             new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
             self._codes.index_copy_(2, self.positions, new_codes)
             offer_codes(self, keys)
@@ -84,15 +90,21 @@ class FixedLayer(CacheLayerMixin):
         """After prefill: fit the thresholds to the prompt's keys and encode them, in one kernel call."""
         if self.config is None:
             return
-        prompt = self.keys[:, :, :length]  # [1, Hkv, T, d]
-        fitted = layer_thresholds(self.config, prompt)
+        fitted = layer_thresholds(self.config, self.keys[:, :, :length])  # from the prompt's keys [B, Hkv, T, d]
         # into the existing tensor, so that a graph captured for an earlier prompt reads the new edges
         if isinstance(self.thresholds, torch.Tensor) and isinstance(fitted, torch.Tensor):
             self.thresholds.copy_(fitted)
         else:
             self.thresholds = fitted
-        self._codes[:, :, :length] = encode(prompt, self.thresholds, backend=self.config.backend)
         self.fitted = True
+        self.encode_slots(0, length)
+
+    def encode_slots(self, start: int, end: int) -> None:
+        """Encode the keys in slots start..end-1 under the fitted thresholds (a no-op on a dense layer)."""
+        if self.config is None or end <= start:
+            return
+        keys = self.keys[:, :, start:end]  # [B, Hkv, end - start, d]
+        self._codes[:, :, start:end] = encode(keys, self.thresholds, backend=self.config.backend)
 
     def get_seq_length(self) -> int:
         return self.length
@@ -132,22 +144,40 @@ class FixedCache(Cache):
         for layer in self.layers:
             layer.encode_prompt(length)
 
+    def encode_slots(self, start: int, end: int) -> None:
+        """Encode the keys in slots start..end-1 of every Adamas layer under its fitted thresholds."""
+        for layer in self.layers:
+            layer.encode_slots(start, end)
+
+    def set_sparse(self, sparse: bool) -> None:
+        """Make the Adamas layers' decode steps encode and offer their codes (True) or run as dense layers."""
+        for layer in self.layers:
+            layer.sparse = sparse and layer.config is not None
+
 
 class GraphDecoder:
-    """Greedy decoding of one sequence on a FixedCache; on CUDA, each decode step is one CUDA-graph replay.
+    """Greedy decoding of `batch` equal-length sequences on a FixedCache; on CUDA, each step is one graph replay.
 
     decoder = GraphDecoder(model, config, capacity)   # config None: full attention (SDPA)
-    token = decoder.prefill(ids)                      # ids [1, T] -> first new token [1, 1]
-    token = decoder.step()                            # then one token per call
+    token = decoder.prefill(ids)                      # ids [B, T] -> first new tokens [B, 1]
+    token = decoder.step()                            # then one token per sequence per call
+    decoder.switch(None)                              # full attention from here on, same cache
+    An Adamas decoder can switch to full attention and back, so one prefill serves both.
     The model's own attention setting is left as it was.
     """
 
     def __init__(
-        self, model: PreTrainedModel, config: AdamasConfig | None, capacity: int, cuda_graph: bool | None = None
+        self,
+        model: PreTrainedModel,
+        config: AdamasConfig | None,
+        capacity: int,
+        cuda_graph: bool | None = None,
+        batch: int = 1,
     ) -> None:
         if config is not None and not isinstance(config, AdamasConfig):
             raise TypeError(f"config must be an AdamasConfig or None, got {type(config).__name__}")
         check_int("capacity", capacity, 2)
+        check_int("batch", batch, 1)
         check_context(model, capacity)
         if uses_sliding_window(model.config):
             raise ValueError(
@@ -157,65 +187,100 @@ class GraphDecoder:
         self.device = next(model.parameters()).device
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, it is on {self.device}")
-        self.model, self.config, self.capacity = model, config, capacity
+        self.model, self.capacity, self.batch = model, capacity, batch
+        self.adamas_config = config  # what the cache keeps codes for
+        self.config = config  # what decode steps run now: adamas_config, or None after switch(None)
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.cache = FixedCache(model.config.num_hidden_layers, capacity, config)
-        self.mask = torch.zeros(1, 1, 1, capacity, dtype=torch.bool, device=self.device)  # written slots
-        self.position = torch.zeros(1, dtype=torch.long, device=self.device)  # slot of the newest token
-        self.token = torch.zeros(1, 1, dtype=torch.long, device=self.device)  # the newest token
+        self.mask = torch.zeros(batch, 1, 1, capacity, dtype=torch.bool, device=self.device)  # written slots
+        self.position = torch.zeros(1, dtype=torch.long, device=self.device)  # slot of the newest tokens
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)  # the newest tokens
         self.length = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.coded = 0  # slots whose key codes are written: full-attention steps write none
+        self._graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # one per setting: sparse (True) or full
+
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        """The captured decode step of the current setting (None until the first step or capture())."""
+        return self._graphs.get(self.config is not None)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        """Run the prompt ids [1, T] with dense attention, filling slots 0..T-1; return the next token [1, 1]."""
-        if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] < 1:
-            raise ValueError(f"ids must be a [1, T] tensor of token ids, got {getattr(ids, 'shape', type(ids))}")
+        """Run the prompts ids [B, T] with dense attention, filling slots 0..T-1; return the next tokens [B, 1]."""
+        if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] < 1:
+            raise ValueError(
+                f"ids must be a [{self.batch}, T] tensor of token ids, got {getattr(ids, 'shape', type(ids))}"
+            )
         length = ids.shape[1]
         if length >= self.capacity:
             raise ValueError(f"the prompt ({length} tokens) must be shorter than the capacity ({self.capacity})")
         if self.length:
             self.reset()
         ids = ids.to(self.device)
-        with adamas_state(self.model, self.config):
+        with adamas_state(self.model, self._attention):
             for start in range(0, length, PREFILL_CHUNK):
                 end = min(start + PREFILL_CHUNK, length)
                 positions = torch.arange(start, end, device=self.device)
                 self.cache.seek(positions, visible=end, length=start)
                 causal = torch.arange(end, device=self.device)[None, :] <= positions[:, None]  # [T', end]
-                logits = self._forward(ids[:, start:end], positions[None], causal[None, None], logits_to_keep=1)
+                position_ids = positions[None].expand(self.batch, -1)
+                logits = self._forward(ids[:, start:end], position_ids, causal[None, None], logits_to_keep=1)
         self.cache.encode_prompt(length)
         self.token.copy_(logits[:, -1:].argmax(-1))
         self.mask[..., :length] = True
         self.position.fill_(length - 1)
-        self.length = length
+        self.length = self.coded = length
         self.cache.seek(self.position, visible=self.capacity, length=length)
         return self.token
 
     @torch.no_grad()
     def step(self) -> torch.Tensor:
-        """Decode one token: the newest token goes in, the next comes out in `self.token` [1, 1] (in place)."""
+        """Decode one token per sequence: the newest go in, the next come out in `self.token` [B, 1] (in place)."""
         if self.length == 0:
             raise RuntimeError("call prefill(ids) before step()")
         if self.length >= self.capacity:
             raise ValueError(f"the cache is full: {self.capacity} tokens (make a decoder with a larger capacity)")
         if not self.cuda_graph:
-            with adamas_state(self.model, self.config):
+            with adamas_state(self.model, self._attention):
                 self._decode_step()
         else:
             if self.graph is None:
                 self.capture()
             self.graph.replay()
         self.length += 1
+        if self.config is not None:
+            self.coded = self.length
         for layer in self.cache.layers:
             layer.length = self.length
         return self.token
 
+    @torch.no_grad()
+    def switch(self, config: AdamasConfig | None) -> None:
+        """Decode the next steps with full attention (None) or again under the decoder's own Adamas config.
+
+        The cache, and so the prompt's prefill, is shared. Full-attention steps write K and V only;
+        switching back encodes the keys they wrote. Each setting keeps its own captured graph.
+        """
+        if config is not None and config != self.adamas_config:
+            raise ValueError(
+                f"switch() takes None (full attention) or the decoder's own config {self.adamas_config}, got {config}"
+            )
+        if config is not None and self.config is None:
+            self.cache.encode_slots(self.coded, self.length)
+            self.coded = self.length
+        self.config = config
+        self.cache.set_sparse(config is not None)
+
     def reset(self) -> None:
-        """Forget the sequence (buffers zeroed); a captured graph stays valid for the next prompt."""
+        """Forget the sequences (buffers zeroed); captured graphs stay valid for the next prompts."""
         self.cache.reset()
         self.mask.zero_()
-        self.length = 0
+        self.length = self.coded = 0
+
+    @property
+    def _attention(self) -> AdamasConfig:
+        """The model runs the "adamas" attention function: layers that offer no codes get its dense SDPA."""
+        return self.config if self.config is not None else FULL
 
     def _forward(self, ids, position_ids, mask, **kwargs) -> torch.Tensor:
         inputs = {"input_ids": ids, "position_ids": position_ids, "attention_mask": mask, CACHE_ARGUMENT: self.cache}
@@ -225,11 +290,11 @@ class GraphDecoder:
         """What a step does, all on the device: the graph captures exactly this."""
         self.position += 1
         self.mask.index_fill_(-1, self.position, True)
-        logits = self._forward(self.token, self.position.view(1, 1), self.mask)
+        logits = self._forward(self.token, self.position.view(1, 1).expand(self.batch, 1), self.mask)
         self.token.copy_(logits[:, -1:].argmax(-1))
 
     def capture(self) -> None:
-        """Capture the decode step (after prefill; step() does it when needed): warm up, undo, capture."""
+        """Capture the decode step of the current setting (after prefill; step() does it): warm up, undo, capture."""
         if not self.cuda_graph:
             raise RuntimeError("capture() needs a decoder made with cuda_graph on a CUDA device")
         if self.length == 0 or self.length >= self.capacity:
@@ -237,13 +302,13 @@ class GraphDecoder:
         saved = (self.position.clone(), self.token.clone(), self.mask.clone())
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with adamas_state(self.model, self.config), torch.cuda.stream(stream):
+        with adamas_state(self.model, self._attention), torch.cuda.stream(stream):
             for _ in range(min(WARMUP_STEPS, self.capacity - self.length)):
                 self._decode_step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         for tensor, value in zip((self.position, self.token, self.mask), saved, strict=True):
             tensor.copy_(value)
         graph = torch.cuda.CUDAGraph()
-        with adamas_state(self.model, self.config), torch.cuda.graph(graph):
+        with adamas_state(self.model, self._attention), torch.cuda.graph(graph):
             self._decode_step()
-        self.graph = graph
+        self._graphs[self.config is not None] = graph

@@ -133,3 +133,19 @@ def test_enable_twice_replaces_the_config():
     assert len(model._forward_pre_hooks) == 1
     adamas.disable(model)
     assert integration.enabled_config(model) is None and len(model._forward_pre_hooks) == 0
+
+
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2), (8, 1)], ids=["mha", "gqa-3", "mqa"])
+def test_dense_attention_of_a_masked_step_matches_sdpa(heads):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    hq, hkv = heads
+    gen = torch.Generator().manual_seed(hq)
+    q, k, v = (torch.randn(2, h, n, 32, generator=gen).to(DEVICE) for h, n in ((hq, 1), (hkv, 37), (hkv, 37)))
+    mask = (torch.rand(2, 1, 1, 37, generator=gen) > 0.3).to(DEVICE)
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = hq // hkv, True
+    expected, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.2)
+    actual, _ = integration.dense_attention(module, q, k, v, mask, scaling=0.2)
+    assert actual.shape == expected.shape == (2, 1, hq, 32)
+    torch.testing.assert_close(actual, expected)

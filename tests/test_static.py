@@ -6,31 +6,48 @@ from helpers import DEVICE, assert_close
 from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
 
 import adamas
-from adamas import static
+from adamas import reference, static
 from adamas.static import FixedCache, GraphDecoder
 
 STEPS = 10
 CAPACITY = 64
 
 
+def decode_rows(model, config, ids, steps: int = STEPS, **kwargs) -> list[list[int]]:
+    """Greedy tokens of each prompt row of ids [B, T] from a GraphDecoder of batch B."""
+    decoder = GraphDecoder(model, config, CAPACITY, batch=ids.shape[0], **kwargs)
+    tokens = [decoder.prefill(ids).clone()]
+    tokens += [decoder.step().clone() for _ in range(steps - 1)]
+    return torch.cat(tokens, dim=1).tolist()
+
+
 def decode(model, config, ids, steps: int = STEPS, **kwargs) -> list[int]:
-    decoder = GraphDecoder(model, config, CAPACITY, **kwargs)
-    tokens = [int(decoder.prefill(ids))]
-    tokens += [int(decoder.step()) for _ in range(steps - 1)]
-    return tokens
+    return decode_rows(model, config, ids, steps, **kwargs)[0]
+
+
+def dynamic_rows(model, config, ids, steps: int = STEPS) -> list[list[int]]:
+    """Greedy tokens of each row from model.generate() on the dynamic cache (Adamas under `config`, full if None)."""
+    if config is not None:
+        adamas.enable(model, config)
+    mask = torch.ones_like(ids)
+    out = model.generate(
+        ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0
+    )
+    adamas.disable(model)
+    return out[:, ids.shape[1] :].tolist()
 
 
 def dynamic(model, config, ids, steps: int = STEPS) -> list[int]:
-    """Greedy tokens from model.generate() on the dynamic cache (Adamas under `config`, full if None)."""
-    if config is not None:
-        adamas.enable(model, config)
-    out = model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0)
-    adamas.disable(model)
-    return out[0, ids.shape[1] :].tolist()
+    return dynamic_rows(model, config, ids, steps)[0]
 
 
 def one_prompt(length: int = 40) -> torch.Tensor:
     return prompt_batch(batch=1, length=length)[0]
+
+
+def two_prompts(length: int = 40) -> torch.Tensor:
+    """Two different prompts of the same length (no padding): [2, length]."""
+    return prompt_batch(batch=2, length=length, pad=0)[0]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -99,6 +116,52 @@ def test_a_second_prompt_after_reset_decodes_as_a_fresh_decoder():
     assert tokens == decode(model, config, second)
 
 
+def test_a_batch_of_two_decodes_each_prompt_as_alone_and_as_generate(decode_calls):
+    model = tiny_model("llama")
+    ids = two_prompts()
+    full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
+    rows = decode_rows(model, full_budget, ids)
+    assert rows == [decode(model, full_budget, ids[i : i + 1]) for i in range(2)]
+    assert rows == dynamic_rows(model, None, ids)
+    assert rows == decode_rows(model, None, ids)
+    assert rows[0] != rows[1], "the two prompts must lead to different answers for the test to mean anything"
+    assert set(decode_calls) == {CAPACITY}
+
+
+def test_a_batch_of_two_selects_as_the_dynamic_cache_does(monkeypatch):
+    # torch.topk breaks ties at the k-th distance by no fixed rule, differently over the static
+    # cache's C slots than over the dynamic cache's L tokens: break them by index, as the GPU kernel does
+    monkeypatch.setattr(reference, "select", lambda dist, budget: dist.sort(dim=-1, stable=True).indices[..., :budget])
+    model = tiny_model("qwen3")
+    ids = two_prompts(48)
+    config = adamas.AdamasConfig(budget=8, sink=2, recent=2, thresholds="calibrated")
+    assert decode_rows(model, config, ids) == dynamic_rows(model, config, ids)
+
+
+def test_switching_to_full_attention_and_back_shares_one_prefill(decode_calls):
+    model = tiny_model("llama")
+    ids = two_prompts()
+    full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
+    decoder = GraphDecoder(model, full_budget, CAPACITY, cuda_graph=False, batch=2)  # Python sees every step
+    tokens = [decoder.prefill(ids).clone()]
+    decoder.switch(None)
+    tokens += [decoder.step().clone() for _ in range(4)]
+    assert decode_calls == [], "full attention runs no Adamas step"
+    decoder.switch(full_budget)
+    tokens += [decoder.step().clone() for _ in range(STEPS - 5)]
+    assert torch.cat(tokens, dim=1).tolist() == dynamic_rows(model, None, ids)
+    assert len(decode_calls) == (TINY["num_hidden_layers"] - 2) * (STEPS - 5)
+    for layer in decoder.cache.layers[2:]:
+        written = layer.keys[:, :, : decoder.length]
+        assert torch.equal(layer.codes[:, :, : decoder.length], adamas.encode(written, layer.thresholds)), (
+            "the keys written under full attention are encoded on switching back"
+        )
+    with pytest.raises(ValueError, match="switch"):
+        decoder.switch(adamas.AdamasConfig(budget=8))
+    with pytest.raises(ValueError, match="switch"):
+        GraphDecoder(model, None, CAPACITY).switch(full_budget)
+
+
 def test_fixed_cache_layout():
     config = adamas.AdamasConfig(budget=8, dense_layers=(0,))
     cache = FixedCache(3, 16, config)
@@ -114,6 +177,24 @@ def test_graph_replay_gives_the_eager_tokens(thresholds):
     for config in (None, adamas.AdamasConfig(budget=8, recent=2, thresholds=thresholds)):
         graphed = decode(model, config, ids, cuda_graph=True)
         assert graphed == decode(model, config, ids, cuda_graph=False)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")
+def test_graph_replay_of_a_batch_and_of_both_settings_gives_the_eager_tokens():
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    ids = two_prompts(48)
+    config = adamas.AdamasConfig(budget=8, recent=2, thresholds="calibrated")
+    assert decode_rows(model, config, ids, cuda_graph=True) == decode_rows(model, config, ids, cuda_graph=False)
+
+    def switched(cuda_graph: bool) -> list[list[int]]:
+        decoder = GraphDecoder(model, config, CAPACITY, cuda_graph=cuda_graph, batch=2)
+        tokens = [decoder.prefill(ids).clone()]
+        for setting in (None, config, None, config):
+            decoder.switch(setting)
+            tokens += [decoder.step().clone() for _ in range(3)]
+        return torch.cat(tokens, dim=1).tolist()
+
+    assert switched(True) == switched(False)
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")
@@ -143,6 +224,10 @@ def test_bad_use_is_named():
         decoder.step()
     with pytest.raises(ValueError, match=r"\[1, T\]"):
         decoder.prefill(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[2, T\]"):
+        GraphDecoder(model, None, 8, batch=2).prefill(one_prompt(6))
+    with pytest.raises(ValueError, match="batch"):
+        GraphDecoder(model, None, 8, batch=0)
     with pytest.raises(ValueError, match="shorter than the capacity"):
         decoder.prefill(one_prompt(8))
     decoder.prefill(one_prompt(6))
