@@ -21,7 +21,7 @@ from adamas.integration import (
     set_enabled,
     uses_sliding_window,
 )
-from adamas.loading import check_context
+from adamas.loading import check_context, execution_device, is_dispatched
 from adamas.static import GraphDecoder
 from adamas.tracing import ACTIVE_TRACER, StepTrace, Tracer, default_pairs
 
@@ -154,16 +154,18 @@ def generate(
     Both modes share the prefill (dense SDPA), so their answers and latencies compare.
     With `trace`, decode steps carry a StepTrace (see adamas.tracing for what and how much);
     `trace_heads` picks the (layer, head) pairs whose scores are kept (default: four).
-    `cuda_graph` (default: on CUDA without tracing, for full-attention models) decodes on a
-    fixed-capacity cache with each step replayed as one CUDA graph (adamas.static), so the
-    step latencies are the GPU's; the graph's capture counts in step 0's latency. Otherwise
-    the steps run eagerly on transformers' dynamic cache.
+    `cuda_graph` (default: on CUDA without tracing, for full-attention models on one device)
+    decodes on a fixed-capacity cache with each step replayed as one CUDA graph
+    (adamas.static), so the step latencies are the GPU's; the graph's capture counts in step
+    0's latency. Otherwise the steps run eagerly on transformers' dynamic cache: so does a
+    model that accelerate spread over several devices or offloaded (a device_map), each
+    layer's K, V and codes then living on that layer's device.
     The model's own Adamas state is restored when the generator finishes or is closed.
     """
     if config is not None and not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig or None, got {type(config).__name__}")
     check_int("max_new_tokens", max_new_tokens, 1)
-    device = next(model.parameters()).device
+    device = execution_device(model)  # where the model takes its ids: the main device of a dispatched one
     ids = prompt_ids(tokenizer, messages_or_prompt).to(device)
     check_context(model, ids.shape[-1] + max_new_tokens)
     if _use_graph(cuda_graph, model, device, trace):
@@ -289,9 +291,15 @@ def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.de
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
     if cuda_graph is None:
-        return device.type == "cuda" and not trace and not uses_sliding_window(model.config)
+        one_device = not is_dispatched(model)
+        return device.type == "cuda" and one_device and not trace and not uses_sliding_window(model.config)
     if cuda_graph and trace:
         raise ValueError("trace=True records from Python at every layer, so it cannot run in a CUDA graph")
+    if cuda_graph and is_dispatched(model):
+        raise ValueError(
+            "the model is placed by accelerate (device_map: spread over devices or offloaded); its hooks move "
+            "inputs and weights from Python at every layer, so it cannot run in a CUDA graph: use cuda_graph=False"
+        )
     return cuda_graph
 
 

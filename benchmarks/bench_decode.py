@@ -24,6 +24,7 @@ import transformers
 
 import adamas
 from adamas.integration import CACHE_ARGUMENT
+from adamas.loading import execution_device
 from adamas.static import GraphDecoder
 from benchmarks.common import device_slug, print_table, write_results
 
@@ -51,6 +52,26 @@ SHAPES = {  # LlamaConfig fields of real models
         rope_theta=500000.0,
         tie_word_embeddings=True,
     ),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rope_parameters=dict(
+            rope_type="llama3",
+            rope_theta=500000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=8192,
+        ),
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -65,7 +86,7 @@ def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> transf
 @torch.no_grad()
 def eager_latencies(model, config: adamas.AdamasConfig | None, context: int, steps: int) -> tuple[float, list[float]]:
     """Prefill `context` random tokens on the dynamic cache, then time `steps` decode steps: (prefill s, [step s])."""
-    device = next(model.parameters()).device
+    device = execution_device(model)  # a model spread over devices (accelerate) takes its ids on its main device
     layers = model.config.num_hidden_layers
     if config is None:
         adamas.disable(model)

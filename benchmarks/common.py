@@ -76,12 +76,15 @@ def write_results(path: Path, params: dict, records: list[dict]) -> None:
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
-def print_table(records: list[dict], columns: Sequence[str]) -> None:
-    """A plain aligned table of the chosen columns."""
+def print_table(records: list[dict], columns: Sequence[str], markdown: bool = False) -> None:
+    """An aligned table of the chosen columns: plain, or as markdown (pipes and a rule under the header)."""
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in records)) for c in columns]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
-    for r in records:
-        print("  ".join(_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths, strict=True)))
+    rows = [[c.rjust(w) for c, w in zip(columns, widths, strict=True)]]
+    if markdown:
+        rows.append(["-" * (w - 1) + ":" for w in widths])
+    rows += [[_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths, strict=True)] for r in records]
+    for row in rows:
+        print(f"| {' | '.join(row)} |" if markdown else "  ".join(row))
 
 
 def _fmt(value: object) -> str:

@@ -1,0 +1,224 @@
+"""Adamas on a model that accelerate spreads over several devices (device_map="auto"), vs full attention.
+
+    python -m benchmarks.bench_multi_gpu [--shape llama-3.1-8b] [--devices cuda:0 cuda:1 | cuda:0 cpu | cpu]
+                                         [--contexts 8192 32768] [--budgets 128] [--out FILE]
+
+Random weights of Llama-3.1-8B's shape (no download): the model is built on the meta
+device, placed by accelerate's "auto" placement (balanced memory, then
+infer_auto_device_map) under a max_memory that gives each listed device about an equal
+share of the weights, so every one holds layers; each weight is then drawn on its device
+(normal, std 0.02; norms 1) and the model dispatched. Then:
+1. check: at --check-context tokens, --check-tokens greedy tokens of model.generate() with
+   Adamas at a budget above the context must equal full attention's, and every layer's
+   K, V and codes must sit on the device that layer runs on. Run on fp32 weights
+   (--check-dtype), where full attention and Adamas round alike; the same check on the
+   timed weights is recorded too, for information (bf16 rounding can flip a near tie);
+2. latency: prefill each context, then time --steps eager decode steps (median, min,
+   max), full attention and Adamas at each budget. A model spread over devices decodes
+   eagerly: a CUDA graph records one device's stream, and accelerate's hooks move
+   activations between devices from Python at every layer.
+A "cpu" device runs its layers on the CPU (accelerate's main_device="cpu"), so one GPU
+can stand in for a second device (--shape tiny); the default is every visible GPU, or
+cuda:0 and the CPU on a machine with one. Prints a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+from pathlib import Path
+
+import accelerate
+import torch
+import transformers
+from accelerate.utils import compute_module_sizes, get_balanced_memory, set_module_tensor_to_device
+
+import adamas
+from adamas.integration import CACHE_ARGUMENT, adamas_state
+from adamas.loading import execution_device
+from benchmarks.bench_decode import SHAPES, eager_latencies
+from benchmarks.common import device_slug, print_table, write_results
+
+TINY_SHAPE = SHAPES["llama-3.1-8b"] | dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=8,  # split in two, each half holds sparse layers: dense_layers are (0, 1)
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    head_dim=32,
+    vocab_size=1024,
+)
+ALL_SHAPES = SHAPES | {"tiny": TINY_SHAPE}
+WEIGHT_STD = 0.02
+
+
+def default_devices() -> list[str]:
+    """Every visible GPU; cuda:0 and the CPU with one GPU; the CPU alone without."""
+    count = torch.cuda.device_count()
+    if count >= 2:
+        return [f"cuda:{i}" for i in range(count)]
+    return ["cuda:0", "cpu"] if count == 1 else ["cpu"]
+
+
+def memory_key(device: str) -> int | str:
+    """accelerate's name of a device in max_memory and device maps: a GPU's index, or "cpu"."""
+    parsed = torch.device(device)
+    if parsed.type == "cpu":
+        return "cpu"
+    if parsed.type != "cuda":
+        raise ValueError(f"devices must be cuda:<i> or cpu, got {device!r}")
+    return parsed.index or 0
+
+
+def spread_model(shape: str, devices: list[str], dtype: torch.dtype) -> tuple[transformers.PreTrainedModel, dict]:
+    """A random-weight Llama of `shape` placed over `devices` as device_map="auto" would; and the max_memory used."""
+    config = transformers.LlamaConfig(**ALL_SHAPES[shape])
+    with accelerate.init_empty_weights(include_buffers=False):  # the rotary inv_freq stays real and fp32
+        model = transformers.LlamaForCausalLM(config)
+    no_split = list(model._no_split_modules)
+    sizes = compute_module_sizes(model, dtype=dtype)
+    largest = max(sizes[f"model.layers.{i}"] for i in range(config.num_hidden_layers))
+    share = sizes[""] // len(devices) + largest  # the first device keeps one layer's room free, as accelerate does
+    max_memory = {memory_key(d): share for d in devices}
+    max_memory[memory_key(devices[-1])] = sizes[""] + largest  # the last takes whatever is left
+    balanced = get_balanced_memory(model, max_memory=dict(max_memory), no_split_module_classes=no_split, dtype=dtype)
+    device_map = accelerate.infer_auto_device_map(
+        model, max_memory=balanced, no_split_module_classes=no_split, dtype=dtype
+    )
+    torch.manual_seed(0)
+    for name, param in list(model.named_parameters()):
+        where = next(place for prefix, place in device_map.items() if name.startswith(f"{prefix}.") or not prefix)
+        where = torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
+        value = torch.empty(param.shape, dtype=dtype, device=where)
+        if name.endswith("norm.weight"):
+            value.fill_(1.0)
+        else:
+            value.normal_(0.0, WEIGHT_STD)
+        set_module_tensor_to_device(model, name, where, value=value, dtype=dtype)
+    # main_device="cpu": the CPU's layers run there (by default accelerate would offload them to a GPU)
+    main = "cpu" if "cpu" in device_map.values() else None
+    skip = list(model._skip_keys_device_placement or ())
+    accelerate.dispatch_model(model, device_map, main_device=main, skip_keys=skip)
+    model.generation_config.eos_token_id = None  # decode every requested step
+    return model.eval(), {str(k): v for k, v in max_memory.items()}
+
+
+def placement(model: transformers.PreTrainedModel) -> dict[str, dict]:
+    """Per device the model's decoder layers run on: its name and which layers."""
+    where: dict[str, dict] = {}
+    for i, layer in enumerate(model.model.layers):
+        device = execution_device(layer)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        where.setdefault(str(device), {"name": name, "layers": []})["layers"].append(i)
+    return where
+
+
+@torch.no_grad()
+def check_full_budget(model, context: int, new_tokens: int, thresholds: str) -> dict:
+    """Greedy tokens of model.generate() with Adamas at a budget above the context vs full attention's."""
+    budget = 1 << (context + new_tokens - 1).bit_length()
+    config = adamas.AdamasConfig(budget=budget, thresholds=thresholds)
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=generator).to(execution_device(model))
+    settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    full = model.generate(ids, **settings)[0, context:]
+    cache = adamas.AdamasCache(config, model.config.num_hidden_layers)
+    with adamas_state(model, config):
+        sparse = model.generate(ids, **settings, **{CACHE_ARGUMENT: cache})[0, context:]
+    differ = (sparse != full).nonzero()
+    on_device = all(
+        {t.device for t in (layer.keys, layer.values, getattr(layer, "codes", None)) if t is not None}
+        == {execution_device(module)}
+        for layer, module in zip(cache.layers, model.model.layers, strict=True)
+    )
+    return {
+        "kind": "check",
+        "dtype": str(model.dtype),
+        "context": context,
+        "new_tokens": new_tokens,
+        "budget": budget,
+        "tokens_equal": differ.numel() == 0,
+        "first_difference": int(differ[0]) if differ.numel() else None,
+        "cache_on_layer_devices": on_device,
+    }
+
+
+def latency_records(model, contexts: list[int], budgets: list[int], args: argparse.Namespace) -> list[dict]:
+    """Prefill and eager per-token latency at each context: full attention, then Adamas at each budget."""
+    settings = [("full", None)] + [
+        (f"adamas-{b}", adamas.AdamasConfig(budget=b, thresholds=args.thresholds)) for b in budgets
+    ]
+    records = []
+    for context in contexts:
+        for name, config in settings:
+            eager_latencies(model, config, context, args.warmup)  # compile kernels, warm the allocator
+            prefill, times = eager_latencies(model, config, context, args.steps)
+            records.append(
+                {
+                    "kind": "latency",
+                    "context": context,
+                    "attention": name,
+                    "budget": None if config is None else config.budget,
+                    "prefill_ms": prefill * 1e3,
+                    "step_ms_median": statistics.median(times) * 1e3,
+                    "step_ms_min": min(times) * 1e3,
+                    "step_ms_max": max(times) * 1e3,
+                }
+            )
+        full = records[-len(settings)]["step_ms_median"]
+        for record in records[-len(settings) :]:
+            record["speedup"] = full / record["step_ms_median"]
+    return records
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", default="llama-3.1-8b", choices=list(ALL_SHAPES))
+    parser.add_argument("--devices", "--device", nargs="+", help="default: every GPU; cuda:0 cpu with one; else cpu")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[128])
+    parser.add_argument("--thresholds", default="calibrated")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--check-context", type=int, default=1024)
+    parser.add_argument("--check-tokens", type=int, default=32)
+    parser.add_argument("--check-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", type=Path, default=None, help="default results/multi_gpu_<shape>_<device>.json")
+    args = parser.parse_args()
+    devices = args.devices or default_devices()
+    gpus = [d for d in devices if torch.device(d).type == "cuda"]
+    dtype = torch.bfloat16 if gpus else torch.float32
+
+    check_model, _ = spread_model(args.shape, devices, getattr(torch, args.check_dtype))
+    records = [check_full_budget(check_model, args.check_context, args.check_tokens, args.thresholds)]
+    del check_model
+    gc.collect()  # a dispatched model refers to itself (accelerate wraps its forward and .to): free it now
+    if gpus:
+        torch.cuda.empty_cache()
+    model, max_memory = spread_model(args.shape, devices, dtype)
+    if dtype != getattr(torch, args.check_dtype):
+        records.append(check_full_budget(model, args.check_context, args.check_tokens, args.thresholds))
+    records += latency_records(model, args.contexts, args.budgets, args)
+
+    where = placement(model)
+    name = f"{device_slug()}_{len(gpus)}gpu" + ("_cpu" if "cpu" in devices else "")
+    out = args.out or Path(__file__).parent / "results" / f"multi_gpu_{args.shape}_{name}.json"
+    params = vars(args) | {"out": out.name, "devices": devices, "dtype": str(dtype), "mode": "eager"}
+    write_results(out, params | {"max_memory": max_memory, "placement": where}, records)
+    print(", ".join(f"{d} ({p['name']}): layers {p['layers'][0]}-{p['layers'][-1]}" for d, p in where.items()))
+    for check in (r for r in records if r["kind"] == "check"):
+        print(
+            f"check {check['dtype']}: tokens equal {check['tokens_equal']}, cache on layer devices "
+            f"{check['cache_on_layer_devices']}"
+        )
+    columns = ["context", "attention", "prefill_ms", "step_ms_median", "step_ms_min", "step_ms_max", "speedup"]
+    print_table([r for r in records if r["kind"] == "latency"], columns, markdown=True)
+    print(f"wrote {out}")
+    strict = records[0]
+    return 0 if strict["tokens_equal"] and strict["cache_on_layer_devices"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
