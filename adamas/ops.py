@@ -6,9 +6,12 @@ Every function takes `backend="auto"` (Triton on CUDA tensors, the reference els
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
+from collections.abc import Callable
 from types import ModuleType
+from typing import TypeVar
 
 import torch
 
@@ -34,6 +37,25 @@ from adamas.config import (
     check_thresholds,
 )
 
+F = TypeVar("F", bound=Callable)
+
+
+def _on_input_device(fn: F) -> F:
+    """Run `fn` with its first argument's CUDA device as the current one.
+
+    Triton launches on the current device, so without this a layer whose tensors sit on
+    cuda:1 (a model spread over GPUs) would launch its kernels on cuda:0.
+    """
+
+    @functools.wraps(fn)
+    def run(x, *args, **kwargs):
+        if not isinstance(x, torch.Tensor) or x.device.type != "cuda":
+            return fn(x, *args, **kwargs)
+        with torch.cuda.device(x.device):
+            return fn(x, *args, **kwargs)
+
+    return run
+
 
 def _impl(backend: str, device: torch.device) -> ModuleType:
     """The module whose stage functions run: adamas.kernels or adamas.reference."""
@@ -50,6 +72,7 @@ def _check_floats(x: torch.Tensor, name: str = "x") -> None:
     check_head_dim(f"{name}.shape[-1] (the head_dim)", x.shape[-1])
 
 
+@_on_input_device
 def hadamard(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Orthonormal Walsh–Hadamard transform over the last dim, H x / sqrt(d): [..., d] -> [..., d].
 
@@ -59,6 +82,7 @@ def hadamard(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     return _impl(backend, x.device).hadamard(x)
 
 
+@_on_input_device
 def encode(
     x: torch.Tensor,
     thresholds: tuple[float, float, float] | str | torch.Tensor = PAPER_THRESHOLDS,
@@ -102,6 +126,7 @@ def unpack(codes: torch.Tensor, d: int) -> torch.Tensor:
     return reference.unpack(codes)
 
 
+@_on_input_device
 def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """L1 distance of each query head's code to every key code: int32 [B, Hq, L].
 
@@ -120,6 +145,7 @@ def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor, *, backend: str = "a
     return impl.manhattan(q_codes, k_codes)
 
 
+@_on_input_device
 def select(dist: torch.Tensor, budget: int, *, backend: str = "auto") -> torch.Tensor:
     """Indices of the min(budget, L) smallest distances per row: dist [B, Hq, L] -> int64 [B, Hq, K].
 
@@ -134,6 +160,7 @@ def select(dist: torch.Tensor, budget: int, *, backend: str = "auto") -> torch.T
     return _impl(backend, dist.device).select(dist, budget)
 
 
+@_on_input_device
 def sparse_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -171,6 +198,7 @@ def sparse_attention(
     return impl.sparse_attention(q, k, v, idx, scale)
 
 
+@_on_input_device
 def decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -229,12 +257,11 @@ def decode_attention(
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
+    if impl is not reference:  # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
+        return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
+    dist = reference.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
-    if impl is reference:
-        idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
-    else:  # the histogram needs the distances' range: 0 .. 3d (no host sync to find it)
-        idx = impl.select(dist, config.budget, max_distance=3 * q.shape[-1])
+    idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
     return reference.drop_excluded(idx, dist) if valid is not None else idx
 
 

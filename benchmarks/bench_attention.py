@@ -1,17 +1,25 @@
 """Adamas decode attention vs PyTorch SDPA dense decode, stage by stage, on one GPU.
 
-    python -m benchmarks.bench_attention [--lengths 8192 32768] [--budgets 128 1024] [--batches 1 8]
+    python -m benchmarks.bench_attention [--shapes llama3-8b] [--lengths 32768 131072] [--budgets 128]
+        [--batches 1 8] [--topk] [--sweep] [--out results.json]
 
-Times each stage (encode the query, manhattan over all key codes, select — the histogram
-kernel, with torch.topk beside it for comparison — sparse attention) and the whole
-`adamas.decode_attention` against dense SDPA over the same bf16 K/V cache, with CUDA graphs
-over rotating input sets; prints a table and writes benchmarks/results/attention_<device>.json.
+Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
+scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
+alone) beside the two-kernel path it replaced (`kernels.manhattan`, then the histogram
+`kernels.select`); sparse attention — and the whole step both ways (`adamas.decode_attention`,
+which runs the fused path, and the same step through the two kernels), against dense SDPA over
+the same bf16 K/V cache, with CUDA graphs over rotating input sets. Checks that both paths
+select the same tokens. `--topk` adds torch.topk over the distances; `--sweep` times the fused
+selection under other launch constants (written beside the results as <out>_sweep.json).
+Prints a table and writes benchmarks/results/attention_<device>.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import importlib
 from pathlib import Path
 
 import torch
@@ -23,6 +31,18 @@ from benchmarks.common import device_slug, input_sets, print_table, time_us, wri
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}  # (Hq, Hkv, d)
 COPY_BANDWIDTH = 3.0e12  # bytes/s, device-to-device copy measured on the H100 (see shared notes)
+NEAREST = importlib.import_module("adamas.kernels.nearest")
+SWEEP = {  # launch constants of the fused selection tried by --sweep, one change at a time
+    "default": {},
+    "BLOCK_L=128": {"BLOCK_L": 128},
+    "BLOCK_L=512": {"BLOCK_L": 512},
+    "SCAN_WARPS=8": {"SCAN_WARPS": 8},
+    "SCAN_PROGRAMS=512": {"SCAN_PROGRAMS": 512},
+    "SCAN_PROGRAMS=2048": {"SCAN_PROGRAMS": 2048},
+    "MAX_CHUNKS=64": {"MAX_CHUNKS": 64},
+    "COARSE_BINS=64": {"COARSE_BINS": 64},
+}
+SECONDARY_REPS = 3  # graph timings of the stages that only explain the totals (the totals take 5)
 
 
 def make_inputs(batch: int, hq: int, hkv: int, length: int, d: int) -> dict:
@@ -33,7 +53,27 @@ def make_inputs(batch: int, hq: int, hkv: int, length: int, d: int) -> dict:
     return {"q": q, "k": k, "v": v, "k_codes": kernels.encode(k, adamas.PAPER_THRESHOLDS)}
 
 
-def bench_case(shape: str, length: int, batch: int, budgets: list[int]) -> list[dict]:
+def calls(sets: list[dict], fn, keys: list[str], *args) -> list:
+    """One call per input set: fn(*(that set's tensors under `keys`), *args)."""
+    return [functools.partial(fn, *(s[key] for key in keys), *args) for s in sets]
+
+
+def two_kernel_step(q, k, v, k_codes, budget: int) -> torch.Tensor:
+    """The decode step as it ran before the fused selection: encode, manhattan, select, attend."""
+    d = q.shape[-1]
+    q_codes = kernels.encode(q, adamas.PAPER_THRESHOLDS)
+    idx = kernels.select(kernels.manhattan(q_codes, k_codes), budget, 3 * d)
+    return kernels.sparse_attention(q, k, v, idx, d**-0.5)
+
+
+def same_selection(s: dict, budget: int) -> bool:
+    """Whether the fused and the two-kernel paths pick the same set of tokens in every row."""
+    fused = kernels.nearest(s["q_codes"], s["k_codes"], budget)
+    split = kernels.select(s["dist"], budget, 3 * s["q"].shape[-1])
+    return torch.equal(fused.sort(-1).values, split.sort(-1).values)
+
+
+def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bool) -> list[dict]:
     """All budgets for one shape, length and batch: one dense time, stage times per budget."""
     hq, hkv, d = SHAPES[shape]
     kv_bytes = 2 * batch * hkv * length * d * 2
@@ -43,52 +83,105 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int]) -> list[
         s["q_codes"] = kernels.encode(s["q"], thresholds)
         s["dist"] = kernels.manhattan(s["q_codes"], s["k_codes"])
 
-    def dense(s):
-        return F.scaled_dot_product_attention(s["q"][:, :, None], s["k"], s["v"], enable_gqa=True)
+    def dense(q, k, v):
+        return F.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=True)
 
-    dense_us = time_us([functools.partial(dense, s) for s in sets])["median"]
-    encode_us = time_us([functools.partial(kernels.encode, s["q"], thresholds) for s in sets])["median"]
-    manhattan_us = time_us([functools.partial(kernels.manhattan, s["q_codes"], s["k_codes"]) for s in sets])["median"]
+    def stage_us(fn, keys: list[str], *args) -> float:
+        return time_us(calls(sets, fn, keys, *args), SECONDARY_REPS)["median"]
+
+    dense_us = time_us(calls(sets, dense, ["q", "k", "v"]))["median"]
+    encode_us = stage_us(kernels.encode, ["q"], thresholds)
+    manhattan_us = stage_us(kernels.manhattan, ["q_codes", "k_codes"])
+    scan_us = stage_us(NEAREST.scan_distances, ["q_codes", "k_codes"])
     codes_bytes = batch * hkv * length * d // 4
     records = []
     for budget in budgets:
         k = min(budget, length)
         for s in sets:
-            s["idx"] = kernels.select(s["dist"], budget, 3 * d)
-        select_us = time_us([functools.partial(kernels.select, s["dist"], budget, 3 * d) for s in sets])["median"]
-        topk = [functools.partial(torch.topk, s["dist"], k, -1, False, False) for s in sets]
-        topk_us = time_us(topk)["median"]  # what the histogram select replaced
-        attn = [functools.partial(kernels.sparse_attention, s["q"], s["k"], s["v"], s["idx"], d**-0.5) for s in sets]
-        attention_us = time_us(attn)["median"]
+            s["idx"] = kernels.nearest(s["q_codes"], s["k_codes"], budget)
+        nearest = time_us(calls(sets, kernels.nearest, ["q_codes", "k_codes"], budget))
+        select_us = stage_us(kernels.select, ["dist"], budget, 3 * d)
+        attention_us = stage_us(kernels.sparse_attention, ["q", "k", "v", "idx"], d**-0.5)
         config = adamas.AdamasConfig(budget=budget, dense_layers=())
-        step = [functools.partial(adamas.decode_attention, s["q"], s["k"], s["v"], s["k_codes"], config) for s in sets]
-        total = time_us(step)
-        gathered = batch * hq * min(budget, length) * d * 2 * 2
+        total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))
+        two_kernel_us = stage_us(two_kernel_step, ["q", "k", "v", "k_codes"], budget)
+        gathered = batch * hq * k * d * 2 * 2
         floor_us = (codes_bytes + gathered) / COPY_BANDWIDTH * 1e6
+        record = {
+            "shape": shape,
+            "L": length,
+            "budget": budget,
+            "batch": batch,
+            "adamas_us": total["median"],
+            "adamas_us_min": total["min"],
+            "adamas_us_max": total["max"],
+            "adamas_two_kernel_us": two_kernel_us,
+            "dense_us": dense_us,
+            "speedup": dense_us / total["median"],
+            "speedup_two_kernel": dense_us / two_kernel_us,
+            "encode_q_us": encode_us,
+            "nearest_us": nearest["median"],
+            "nearest_us_min": nearest["min"],
+            "nearest_us_max": nearest["max"],
+            "scan_us": scan_us,
+            "manhattan_us": manhattan_us,
+            "select_us": select_us,
+            "manhattan_select_us": manhattan_us + select_us,
+            "attention_us": attention_us,
+            "same_selection": same_selection(sets[0], budget),
+            "codes_bytes": codes_bytes,
+            "codes_floor_us": floor_us,
+            "over_floor": total["median"] / floor_us,
+            "achieved_GBps": (codes_bytes + gathered) / total["median"] / 1e3,
+            "dense_GBps": kv_bytes / dense_us / 1e3,
+        }
+        if topk:  # what the histogram select replaced
+            record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
+        records.append(record)
+    sets.clear()  # free the inputs before the next case allocates its own
+    torch.cuda.empty_cache()
+    return records
+
+
+@contextlib.contextmanager
+def launch_constants(values: dict):
+    """Set adamas.kernels.nearest's module constants for the block, then put the shipped ones back."""
+    saved = {name: getattr(NEAREST, name) for name in values}
+    for name, value in values.items():
+        setattr(NEAREST, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(NEAREST, name, value)
+
+
+def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
+    """The fused selection (and its scan alone) under each SWEEP variant of its launch constants."""
+    hq, hkv, d = SHAPES[shape]
+    sets = input_sets(functools.partial(make_inputs, batch, hq, hkv, length, d), 2 * batch * hkv * length * d * 2)
+    for s in sets:
+        s["q_codes"] = kernels.encode(s["q"], adamas.PAPER_THRESHOLDS)
+    sets[0]["dist"] = kernels.manhattan(sets[0]["q_codes"], sets[0]["k_codes"])
+    records = []
+    for variant, values in SWEEP.items():
+        with launch_constants(values):
+            nearest = time_us(calls(sets, kernels.nearest, ["q_codes", "k_codes"], budget), SECONDARY_REPS)
+            scan = time_us(calls(sets, NEAREST.scan_distances, ["q_codes", "k_codes"]), SECONDARY_REPS)
+            same = same_selection(sets[0], budget)
         records.append(
             {
                 "shape": shape,
                 "L": length,
                 "budget": budget,
                 "batch": batch,
-                "adamas_us": total["median"],
-                "adamas_us_min": total["min"],
-                "adamas_us_max": total["max"],
-                "dense_us": dense_us,
-                "speedup": dense_us / total["median"],
-                "encode_q_us": encode_us,
-                "manhattan_us": manhattan_us,
-                "select_us": select_us,
-                "topk_us": topk_us,
-                "attention_us": attention_us,
-                "codes_bytes": codes_bytes,
-                "codes_floor_us": floor_us,
-                "over_floor": total["median"] / floor_us,
-                "achieved_GBps": (codes_bytes + gathered) / total["median"] / 1e3,
-                "dense_GBps": kv_bytes / dense_us / 1e3,
+                "variant": variant,
+                "nearest_us": nearest["median"],
+                "scan_us": scan["median"],
+                "same_selection": same,
             }
         )
-    del sets
+    sets.clear()  # free the inputs before the next case allocates its own
     torch.cuda.empty_cache()
     return records
 
@@ -99,21 +192,31 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="+", type=int, default=[2**k * 1024 for k in range(2, 9)])
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--topk", action="store_true", help="also time torch.topk over the distances")
+    parser.add_argument("--sweep", action="store_true", help="also time the fused selection's launch-constant variants")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    records = []
+    out = args.out or Path(__file__).parent / "results" / f"attention_{device_slug()}.json"
+    params = {k: v for k, v in vars(args).items() if k != "out"} | {"copy_bandwidth": COPY_BANDWIDTH}
+    short = ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "adamas_two_kernel_us", "speedup"]
+    short += ["nearest_us", "manhattan_select_us", "same_selection"]
+    records, sweep = [], []
     for shape in args.shapes:
         for batch in args.batches:
             for length in args.lengths:
-                records += bench_case(shape, length, batch, args.budgets)
-                last = records[-len(args.budgets) :]
-                print_table(last, ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "speedup"])
-    out = args.out or Path(__file__).parent / "results" / f"attention_{device_slug()}.json"
-    params = {k: v for k, v in vars(args).items() if k != "out"} | {"copy_bandwidth": COPY_BANDWIDTH}
+                records += bench_case(shape, length, batch, args.budgets, args.topk)
+                print_table(records[-len(args.budgets) :], short)
+                if args.sweep:
+                    sweep += sweep_case(shape, length, batch, args.budgets[0])
+                    print_table(
+                        sweep[-len(SWEEP) :], ["L", "batch", "variant", "nearest_us", "scan_us", "same_selection"]
+                    )
     write_results(out, params, records)
-    columns = ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "speedup", "encode_q_us"]
-    columns += ["manhattan_us", "select_us", "topk_us", "attention_us", "over_floor"]
+    if args.sweep:
+        write_results(out.with_name(f"{out.stem}_sweep.json"), params | {"sweep_variants": SWEEP}, sweep)
+    columns = [*short[:-3], "encode_q_us", "scan_us", "nearest_us", "manhattan_us", "select_us"]
+    columns += ["attention_us", "over_floor", "same_selection"] + (["topk_us"] if args.topk else [])
     print_table(records, columns)
     print(f"wrote {out.name} ({len(records)} records)")
 

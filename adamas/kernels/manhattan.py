@@ -31,9 +31,9 @@ def _popcount(x, HW_POPC: tl.constexpr):
 @triton.jit
 def _thermometer(w):
     """Split 16 packed 2-bit codes c into bit planes (c > 0 | (c > 1) << 1, c > 2), fields in place."""
-    b_hi = (w >> 1) & 0x55555555
-    b_lo = w & 0x55555555
-    return (b_hi | b_lo) | (b_hi << 1), b_hi & b_lo
+    b_hi = (w >> 1) & 0x55555555  # c > 1 moved to the field's low bit
+    # low bit: hi | lo = c > 0, high bit: hi = c > 1 already; c > 2 = hi & lo in the low bit
+    return w | b_hi, b_hi & w
 
 
 @triton.jit

@@ -10,6 +10,8 @@ tokens and EXCLUDED for padding, so each fits one of 3d + 3 bins. Three kernels,
 3. each chunk writes its indices below t, then its first ties at t while the row needs them.
 Deterministic: the indices below t come in token order, then the earliest ties.
 int32 distances take this path; other dtypes (float scores) go to torch.topk.
+The decode step itself runs adamas.kernels.nearest, which computes the distances and a
+coarse pass 1 in one kernel and shares pass 2 (and `_bin`) with this module.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ GROUP = 8  # chunk histograms the threshold kernel loads at once
 
 
 @triton.jit
-def _bin(b_d, NBINS: tl.constexpr):
-    """Bin of each distance: -1 -> 0, v -> v + 1, and everything from NBINS - 2 on (EXCLUDED) -> NBINS - 1."""
-    return tl.where(b_d >= NBINS - 2, NBINS - 1, tl.maximum(b_d, -1) + 1)
+def _bin(b_d, NBINS: tl.constexpr, SHIFT: tl.constexpr):
+    """Bin of each distance v: (max(v, -1) + 1) >> SHIFT; NBINS - 1 from ((NBINS - 1) << SHIFT) - 1 on (EXCLUDED)."""
+    return tl.where(b_d >= ((NBINS - 1) << SHIFT) - 1, NBINS - 1, (tl.maximum(b_d, -1) + 1) >> SHIFT)
 
 
 @triton.jit
@@ -37,7 +39,7 @@ def _chunk_histogram_kernel(
     o_l = i_c * CHUNK + tl.arange(0, CHUNK)
     m_l = o_l < L
     b_d = tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=2147483647)  # [CHUNK]
-    b_hist = tl.histogram(_bin(b_d, NBINS), NBINS)  # [NBINS]; lanes past L went to the last bin
+    b_hist = tl.histogram(_bin(b_d, NBINS, 0), NBINS)  # [NBINS]; lanes past L went to the last bin
     o_bin = tl.arange(0, NBINS)
     b_hist -= tl.where(o_bin == NBINS - 1, CHUNK - tl.sum(m_l.to(tl.int32), 0), 0)
     tl.store(h_ptr + (i_bh * N_CHUNKS + i_c) * NBINS + o_bin, b_hist)
@@ -70,9 +72,10 @@ def _threshold_kernel(h_ptr, base_ptr, row_ptr, K, N_CHUNKS, NBINS: tl.constexpr
         tl.store(p_base + 1, n_tied + tl.cumsum(b_tied, 0) - b_tied, mask=m_c)
         n_below += tl.sum(b_below, 0)
         n_tied += tl.sum(b_tied, 0)
-    tl.store(row_ptr + i_bh * 3, t)
-    tl.store(row_ptr + i_bh * 3 + 1, K - below)  # ties to take
-    tl.store(row_ptr + i_bh * 3 + 2, below)
+    tl.store(row_ptr + i_bh * 4, t)
+    tl.store(row_ptr + i_bh * 4 + 1, K - below)  # ties to take
+    tl.store(row_ptr + i_bh * 4 + 2, below)
+    tl.store(row_ptr + i_bh * 4 + 3, n_tied)
 
 
 @triton.jit
@@ -93,15 +96,15 @@ def _write_kernel(
 ):
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    t = tl.load(row_ptr + i_bh * 3)
-    need = tl.load(row_ptr + i_bh * 3 + 1)
-    below = tl.load(row_ptr + i_bh * 3 + 2)
+    t = tl.load(row_ptr + i_bh * 4)
+    need = tl.load(row_ptr + i_bh * 4 + 1)
+    below = tl.load(row_ptr + i_bh * 4 + 2)
     base_below = tl.load(base_ptr + (i_bh * N_CHUNKS + i_c) * 2)
     base_tied = tl.load(base_ptr + (i_bh * N_CHUNKS + i_c) * 2 + 1)
     o_l = i_c * CHUNK + tl.arange(0, CHUNK)
     m_l = o_l < L
     b_bin = tl.where(
-        m_l, _bin(tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=0), NBINS), NBINS
+        m_l, _bin(tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=0), NBINS, 0), NBINS
     )
     m_below = b_bin < t
     m_tie = b_bin == t
@@ -118,7 +121,7 @@ def _histogram_select(dist: torch.Tensor, k: int, max_distance: int) -> torch.Te
     n_chunks = triton.cdiv(length, chunk)
     hist = torch.empty(b * h, n_chunks, nbins, dtype=torch.int32, device=dist.device)
     bases = torch.empty(b * h, n_chunks, 2, dtype=torch.int32, device=dist.device)  # (below, tied) starts
-    rows = torch.empty(b * h, 3, dtype=torch.int32, device=dist.device)  # (t, ties to take, below)
+    rows = torch.empty(b * h, 4, dtype=torch.int32, device=dist.device)  # (t, ties to take, below, in bin t)
     out = torch.empty(b, h, k, dtype=torch.int64, device=dist.device)  # [B, Hq, K]
     grid = (n_chunks, b * h)
     strides = (dist.stride(0), dist.stride(1))

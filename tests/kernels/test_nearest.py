@@ -1,0 +1,141 @@
+"""Fused nearest (manhattan + select) against the reference stages and the two-kernel path: the same sets."""
+
+import importlib
+
+import pytest
+import torch
+from helpers import CUDA, DEVICE, random_codes, seeded
+
+from adamas import kernels, reference
+
+NEAREST = importlib.import_module("adamas.kernels.nearest")
+
+# (B, Hq, Hkv, L, d): GQA groups 1, 4 and 7, batch 1 to 3, L = 1 and L off every block, d 16 to 256
+CASES = [
+    (1, 4, 1, 300, 64),
+    (3, 8, 2, 1000, 128),
+    (2, 7, 1, 67, 16),
+    (2, 4, 4, 1, 64),
+    (1, 14, 2, 257, 256),
+    (2, 3, 3, 130, 32),
+]
+if CUDA:  # the GPU runs the same cases plus real lengths
+    CASES += [(1, 32, 8, 32_771, 128), (3, 28, 4, 8_191, 128)]
+
+
+def case_id(case: tuple[int, ...]) -> str:
+    b, hq, hkv, length, d = case
+    return f"B{b}-Hq{hq}-Hkv{hkv}-L{length}-d{d}"
+
+
+@pytest.fixture(params=["default-blocks", "small-blocks"])
+def blocks(request, monkeypatch):
+    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps."""
+    if request.param == "small-blocks":
+        for name, value in {"BLOCK_L": 32, "MAX_CHUNKS": 8, "SPLIT_BLOCK": 64, "FINISH_BLOCK": 32}.items():
+            monkeypatch.setattr(NEAREST, name, value)
+    return request.param
+
+
+def expected_sets(q_codes, k_codes, budget, sink=0, recent=0, valid=None) -> torch.Tensor:
+    """The reference's choice with ties to the earliest tokens, -1 for padding, each row sorted."""
+    dist = reference.mark_forced(reference.manhattan(q_codes, k_codes), sink, recent, valid)
+    k = min(budget, dist.shape[-1])
+    idx = torch.sort(dist, dim=-1, stable=True).indices[..., :k]  # by (distance, token)
+    idx = reference.drop_excluded(idx, dist) if valid is not None else idx
+    return idx.sort(dim=-1).values
+
+
+def two_kernel_sets(q_codes, k_codes, budget, sink=0, recent=0, valid=None) -> torch.Tensor:
+    """What the GPU path did before the fusion: kernels.manhattan, then kernels.select."""
+    dist = reference.mark_forced(kernels.manhattan(q_codes, k_codes), sink, recent, valid)
+    idx = kernels.select(dist, budget, 3 * 4 * q_codes.shape[-1])
+    idx = reference.drop_excluded(idx, dist) if valid is not None else idx
+    return idx.sort(dim=-1).values
+
+
+def assert_same_sets(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == torch.int64 and got.shape == want.shape, (got.dtype, tuple(got.shape), tuple(want.shape))
+    got = got.sort(dim=-1).values.cpu()
+    differ = (got != want.cpu()).any(dim=-1)
+    assert not differ.any(), f"{int(differ.sum())} rows differ, first {differ.nonzero()[0].tolist()}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+@pytest.mark.parametrize("budget", [1, 16, 100, 4096])
+def test_nearest_kernel(case, budget, blocks):
+    b, hq, hkv, length, d = case
+    gen = seeded("nearest", case, budget)
+    q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
+    idx = kernels.nearest(q_codes, k_codes, budget)
+    assert_same_sets(idx, expected_sets(q_codes, k_codes, budget))
+    assert_same_sets(idx, two_kernel_sets(q_codes, k_codes, budget))
+
+
+@pytest.mark.parametrize("case", [(2, 7, 1, 67, 16), (1, 8, 2, 500, 128)], ids=case_id)
+@pytest.mark.parametrize("budget", [1, 100])
+def test_nearest_kernel_with_64_coarse_bins(case, budget, monkeypatch):
+    monkeypatch.setattr(NEAREST, "COARSE_BINS", 64)  # d = 16 then needs no low bits at all (shift 0)
+    b, hq, hkv, length, d = case
+    gen = seeded("bins64", case, budget)
+    q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
+    assert_same_sets(kernels.nearest(q_codes, k_codes, budget), expected_sets(q_codes, k_codes, budget))
+
+
+@pytest.mark.parametrize("budget", [1, 40, 333])
+def test_nearest_kernel_with_heavy_ties_takes_the_earliest_in_a_fixed_order(budget, blocks):
+    gen = seeded("ties", budget)
+    palette = random_codes(3, 32, gen=gen)  # three distinct keys: every distance ties hundreds of times
+    k_codes = palette[torch.randint(0, 3, (2, 2, 600), generator=gen).to(DEVICE)]  # [2, 2, 600, 32]
+    q_codes = random_codes(2, 4, 32, gen=gen)
+    idx = kernels.nearest(q_codes, k_codes, budget)
+    assert_same_sets(idx, expected_sets(q_codes, k_codes, budget))
+    assert torch.equal(idx, kernels.nearest(q_codes, k_codes, budget)), "the order changed between two runs"
+
+
+def padding(length: int) -> torch.Tensor:
+    """Row 0: a static cache's unwritten tail; row 1: left padding with a hole; row 2: all valid."""
+    valid = torch.ones(3, length, dtype=torch.bool)
+    valid[0, length * 2 // 3 :] = False
+    valid[1, : length // 2] = False
+    valid[1, length // 2 + 3] = False
+    return valid.to(DEVICE)
+
+
+@pytest.mark.parametrize(("sink", "recent"), [(0, 0), (3, 0), (0, 5), (2, 7)], ids=lambda v: str(v))
+@pytest.mark.parametrize("with_valid", [False, True], ids=["no-mask", "padded"])
+@pytest.mark.parametrize("budget", [4, 20, 150])
+def test_nearest_kernel_keeps_forced_tokens_and_drops_padding(sink, recent, with_valid, budget, blocks):
+    if sink + recent > budget:
+        pytest.skip("the config forbids sink + recent > budget")
+    gen = seeded("forced", sink, recent, with_valid, budget)
+    length = 150
+    q_codes, k_codes = random_codes(3, 8, 16, gen=gen), random_codes(3, 2, length, 16, gen=gen)
+    valid = padding(length) if with_valid else None
+    idx = kernels.nearest(q_codes, k_codes, budget, sink, recent, valid)
+    assert_same_sets(idx, expected_sets(q_codes, k_codes, budget, sink, recent, valid))
+    assert_same_sets(idx, two_kernel_sets(q_codes, k_codes, budget, sink, recent, valid))
+    if valid is not None:
+        n_empty = (budget - valid.sum(-1)).clamp(min=0)  # [B] slots left without a valid token
+        assert torch.equal((idx == -1).sum(-1), n_empty[:, None].expand(-1, 8))
+
+
+def test_nearest_kernel_scan_writes_marked_int16_distances(blocks):
+    gen = seeded("scan")
+    q_codes, k_codes = random_codes(3, 8, 32, gen=gen), random_codes(3, 2, 150, 32, gen=gen)
+    valid = padding(150)
+    s = NEAREST.scan_distances(q_codes, k_codes, 2, 3, valid)
+    want = reference.mark_forced(reference.manhattan(q_codes, k_codes), 2, 3, valid)
+    want = want.masked_fill(want == reference.EXCLUDED, NEAREST.EXCLUDED_16.value)
+    assert s.dist.dtype == torch.int16 and torch.equal(s.dist.int(), want)
+    assert (s.hist.sum(dim=(1, 2)) == 150).all(), "the histograms must count every token once"
+
+
+def test_nearest_kernel_reads_a_cache_slice():
+    gen = seeded("nearest-slice")
+    cache = random_codes(2, 2, 300, 32, gen=gen)
+    k_codes = cache[:, :, :129]  # the filled part of a preallocated code cache
+    q_codes = random_codes(2, 6, 32, gen=gen)
+    valid = torch.ones(2, 300, dtype=torch.bool, device=DEVICE)[:, :129]
+    idx = kernels.nearest(q_codes, k_codes, 50, 1, 4, valid)
+    assert_same_sets(idx, expected_sets(q_codes, k_codes, 50, 1, 4, valid))
