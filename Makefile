@@ -12,7 +12,7 @@ GPU_REPORT ?= benchmarks/results/gpu_tests.json
 FLOOR_VENV ?= .venv-floor
 TRANSFORMERS_FLOOR ?= transformers==5.17.0
 
-.PHONY: app test lint test-gpu test-floor
+.PHONY: app test lint test-gpu test-floor bench-gpu
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml .ci/setup
 	bash .ci/setup $(VENV)
@@ -38,3 +38,9 @@ test-floor: $(FLOOR_VENV)/.installed
 
 test-gpu:
 	$(GPU_PYTHON) -m pytest --gpu-report $(GPU_REPORT)
+
+# Both performance benchmarks on a CUDA machine, in one command (results under benchmarks/results/).
+BENCH_DEVICE ?= h100
+bench-gpu:
+	$(GPU_PYTHON) -m benchmarks.bench_e2e --out benchmarks/results/e2e_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_attention --out benchmarks/results/attention_$(BENCH_DEVICE).json
