@@ -254,14 +254,24 @@ def decode_attention(
     return (out, idx) if return_indices else out
 
 
+NEAREST_MAX_BUDGET = 256
+"""Budgets up to this take the fused nearest kernel on a GPU; larger ones manhattan + select, whose
+write pass does not loop over a large tie bin (H100, attention_h100.json: at 128K, batch 1, the
+fused path wins at 64-128, ties at 256 and loses from 512)."""
+
+
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    if impl is not reference:  # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
+    if impl is not reference and config.budget <= NEAREST_MAX_BUDGET:
+        # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
-    dist = reference.manhattan(q_codes, k_codes)  # [B, Hq, L]
+    dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
-    idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    if impl is reference:
+        idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
+    else:  # the histogram needs the distances' range: 0 .. 3d (no host sync to find it)
+        idx = impl.select(dist, config.budget, max_distance=3 * q.shape[-1])
     return reference.drop_excluded(idx, dist) if valid is not None else idx
 
 
