@@ -257,7 +257,10 @@ class CharTokenizer:
     "config", [None, adamas.AdamasConfig(budget=8, thresholds="calibrated")], ids=["full", "adamas"]
 )
 def test_generate_decodes_the_same_with_and_without_a_graph(config):
-    model = tiny_model("llama", dtype=torch.bfloat16 if DEVICE == "cuda" else torch.float32)
+    # fp32: the eager path decodes on the dynamic cache, the graph on the fixed one; the fused
+    # selection returns the same set in an order that depends on the cache's length, so the
+    # attention sums in another order, and bf16 rounding can flip a random model's near-tied argmax.
+    model = tiny_model("llama", dtype=torch.float32)
     model.generation_config.eos_token_id = None  # run every step
     prompt = "a long enough prompt for a tiny model " * 2
 
