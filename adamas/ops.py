@@ -255,15 +255,19 @@ def decode_attention(
 
 
 NEAREST_MAX_BUDGET = 256
-"""Budgets up to this take the fused nearest kernel on a GPU; larger ones manhattan + select, whose
-write pass does not loop over a large tie bin (H100, attention_h100.json: at 128K, batch 1, the
-fused path wins at 64-128, ties at 256 and loses from 512)."""
+NEAREST_MIN_TOKENS = 65536
+"""The fused nearest kernel serves budgets up to NEAREST_MAX_BUDGET over at least
+NEAREST_MIN_TOKENS keys (batch x context); other steps take manhattan + select. Both give the
+same set. From attention_h100.json (Llama-3-8B and Qwen2.5-7B shapes): the fused path wins
+from 64K tokens (2.4x vs 2.0x over dense at 128K, batch 1; 4.7x vs 2.9x at batch 8), is a few
+µs slower below, and loses from budget 512, where its finish pass loops over a large tie bin."""
 
 
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    if impl is not reference and config.budget <= NEAREST_MAX_BUDGET:
+    fused = config.budget <= NEAREST_MAX_BUDGET and k_codes.shape[0] * k_codes.shape[2] >= NEAREST_MIN_TOKENS
+    if impl is not reference and fused:
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]

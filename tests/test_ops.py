@@ -210,3 +210,21 @@ def test_interpreter_runs_on_this_machine():
     gen = seeded("guard")
     q_codes, k_codes = random_codes(1, 2, 16, gen=gen), random_codes(1, 1, 5, 16, gen=gen)
     assert adamas.manhattan(q_codes, k_codes, backend="triton").device.type == DEVICE
+
+
+@pytest.mark.parametrize("budget", [24, 300])
+def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeypatch):
+    """decode_attention takes kernels.nearest or manhattan + select by size; both give one set, one output."""
+    gen = seeded("paths", budget)
+    q, k, v, codes = decode_inputs((2, 8, 2, 700, 64), torch.float32, gen)
+    valid = torch.ones(2, 700, dtype=torch.bool, device=DEVICE)
+    valid[1, 500:] = False  # a static cache's unwritten tail
+    config = adamas.AdamasConfig(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
+    runs = []
+    for tokens, max_budget in ((0, 1024), (1 << 30, 0)):  # fused everywhere, then never
+        monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", tokens)
+        monkeypatch.setattr(adamas.ops, "NEAREST_MAX_BUDGET", max_budget)
+        runs.append(adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid))
+    (out_fused, idx_fused), (out_two, idx_two) = runs
+    assert torch.equal(idx_fused.sort(-1).values, idx_two.sort(-1).values)
+    assert_close("decode_attention", out_fused, out_two, torch.float32)
