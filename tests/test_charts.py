@@ -1,4 +1,4 @@
-"""The README's speedup chart: points per shape and batch, drawn as a self-contained SVG."""
+"""The README's charts: speedup per shape and batch, evaluation per selector, drawn as self-contained SVG."""
 
 import json
 import xml.etree.ElementTree as ET
@@ -34,3 +34,25 @@ def test_svg_is_well_formed_with_a_line_per_series(tmp_path):
     assert len(lines) == 2 and all(len(line.get("points").split()) == 3 for line in lines)
     with pytest.raises(SystemExit, match="no records at budget 64"):
         plot_speedup.main([str(results), str(out), "--budget", "64"])
+
+
+def test_eval_charts_draw_recall_and_perplexity_per_selector(tmp_path):
+    from benchmarks import plot_eval
+
+    rows = [
+        {"task": task, "selector": sel, "budget": b, "length": n, "value": v}
+        for n in (512, 1024)
+        for task, v in (("recall", 0.5), ("perplexity", 12.0))
+        for sel, b in (("adamas", 16), ("adamas", 64), ("quest", 16), ("quest", 64))
+    ]
+    rows.append({"task": "perplexity", "selector": "full", "budget": None, "length": 1024, "value": 10.0})
+    lines, full = plot_eval.by_selector(rows, "perplexity", 1024)
+    assert full == 10.0 and lines == {"adamas": [(16, 12.0), (64, 12.0)], "quest": [(16, 12.0), (64, 12.0)]}
+    results = tmp_path / "results.json"
+    payload = {"environment": {}, "parameters": {}, "seconds": 1.0, "records": rows}
+    results.write_text(json.dumps(payload))
+    plot_eval.main([str(results), str(tmp_path)])
+    for name in ("eval_recall.svg", "eval_perplexity.svg"):
+        svg = ET.fromstring((tmp_path / name).read_text())
+        assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+    assert "1024 tokens" in (tmp_path / "eval_recall.svg").read_text()
