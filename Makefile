@@ -39,8 +39,10 @@ test-floor: $(FLOOR_VENV)/.installed
 test-gpu:
 	$(GPU_PYTHON) -m pytest --gpu-report $(GPU_REPORT)
 
-# Both performance benchmarks on a CUDA machine, in one command (results under benchmarks/results/).
+# Both performance benchmarks on a CUDA machine, in one command (results under benchmarks/results/);
+# the whole-model decode also with SDPA for the masked dense steps, the baseline before the split-K kernel.
 BENCH_DEVICE ?= h100
 bench-gpu:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e --out benchmarks/results/e2e_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_e2e --dense-backend torch --out benchmarks/results/e2e_$(BENCH_DEVICE)_sdpa.json
 	$(GPU_PYTHON) -m benchmarks.bench_attention --out benchmarks/results/attention_$(BENCH_DEVICE).json

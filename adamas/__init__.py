@@ -7,7 +7,17 @@ specification; `adamas.kernels` holds the Triton kernels of the GPU path.
 """
 
 from adamas.config import PAPER_THRESHOLDS, AdamasConfig
-from adamas.ops import calibrate, decode_attention, encode, hadamard, manhattan, select, sparse_attention, unpack
+from adamas.ops import (
+    calibrate,
+    decode_attention,
+    dense_attention,
+    encode,
+    hadamard,
+    manhattan,
+    select,
+    sparse_attention,
+    unpack,
+)
 
 _INTEGRATION = {"enable", "disable", "AdamasCache"}
 _LOADING = {"load_model"}
@@ -39,6 +49,7 @@ __all__ = [
     "AdamasConfig",
     "calibrate",
     "decode_attention",
+    "dense_attention",
     "disable",
     "enable",
     "encode",

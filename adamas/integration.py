@@ -25,6 +25,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from adamas import ops
+from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig
 from adamas.ops import calibrate, decode_attention, encode, query_thresholds
 from adamas.tracing import ACTIVE_TRACER
@@ -34,6 +36,8 @@ TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 logger = logging.getLogger(__name__)
 ATTENTION_NAME = "adamas"
+DENSE_BACKEND = "auto"
+"""Backend of masked one-token dense steps: "auto" runs the split-K kernel on CUDA, grouped SDPA elsewhere."""
 
 if not Version(TRANSFORMERS_RANGE[0]) <= Version(transformers.__version__) < Version(TRANSFORMERS_RANGE[1]):
     raise ImportError(
@@ -206,14 +210,22 @@ def dense_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA, with a masked one-token step of a GQA model run per KV head: K and V are read once, never copied.
+    """SDPA, except for a masked one-token decode step, which reads K and V once per GQA group.
 
-    Before 5.24, transformers' SDPA path copies K and V to every query head whenever it gets a
-    mask, as every static-cache step does (2 GiB a layer a step at 128K on Llama-3-8B); here
-    query [B, Hq, 1, d] -> [B, Hkv, Hq / Hkv, d], each group's heads the queries of its KV head.
+    A fixed-capacity cache decodes under a mask of its written slots, and SDPA takes no flash
+    kernel with a mask: on CUDA (DENSE_BACKEND) the step runs `adamas.dense_attention`, a
+    split-K kernel. Elsewhere, query [B, Hq, 1, d] -> [B, Hkv, Hq / Hkv, d], each group's heads the queries of
+    its KV head, so that K and V are not copied to every query head (transformers' SDPA path
+    does that before 5.24 whenever it gets a mask).
     """
     groups = getattr(module, "num_key_value_groups", 1)
-    if query.shape[2] != 1 or groups == 1 or attention_mask is None or attention_mask.shape[1] != 1 or module.training:
+    one_step = query.shape[2] == 1 and attention_mask is not None and attention_mask.shape[1] == 1
+    kernel = one_step and not module.training and resolve_backend(DENSE_BACKEND, query.device) == "triton"
+    if kernel:
+        valid = _valid_tokens(attention_mask, key.shape[2])
+        out = ops.dense_attention(query[:, :, 0], key, value, scaling, valid, backend="triton")
+        return out[:, None], None  # [B, T = 1, Hq, d]
+    if not one_step or module.training or groups == 1:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )

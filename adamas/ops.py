@@ -199,6 +199,35 @@ def sparse_attention(
 
 
 @_on_input_device
+def dense_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None = None,
+    valid: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact softmax attention of one decode query over every valid key: [B, Hq, d], q's dtype.
+
+    q [B, Hq, d]; k, v [B, Hkv, L, d]; `valid` ([B, L] bool) leaves out masked tokens, and
+    each row needs one valid token (checked on the CPU, trusted on the GPU). Scale defaults
+    to 1 / sqrt(d). Accumulates in fp32. On the GPU, a split-K kernel that reads each K/V
+    tile once per GQA group: the decode of a masked (fixed-capacity) cache at flash speed.
+    """
+    _check_qkv(q, k, v)
+    scale = _check_scale(scale, q.shape[-1])
+    if valid is not None:
+        _check_valid(valid, q, k)
+        if valid.device.type == "cpu" and not valid.any(-1).all():
+            raise ValueError("valid must mark at least one token in every batch row")
+    impl = _impl(backend, q.device)
+    if impl is not reference:
+        q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    return impl.dense_attention(q, k, v, scale, valid)
+
+
+@_on_input_device
 def decode_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -234,18 +263,13 @@ def decode_attention(
         raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
     scale = _check_scale(scale, q.shape[-1])
     if valid is not None:
-        check_tensor("valid", valid, 2)
-        if valid.dtype != torch.bool or tuple(valid.shape) != (k.shape[0], k.shape[2]):
-            raise ValueError(
-                f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
-            )
-        check_same("device", q=q, valid=valid)
-    if config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers):
-        out = reference.dense_attention(q, k, v, scale, valid)
-        return (out, None) if return_indices else out
+        _check_valid(valid, q, k)
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
+    if config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers):
+        out = impl.dense_attention(q, k, v, scale, valid)
+        return (out, None) if return_indices else out
     if config.selector in ("adamas", "adamas-calibrated"):
         idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds)
     else:
@@ -330,6 +354,16 @@ def _check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.T
     if thresholds.device.type == "cpu" and (not thresholds.isfinite().all() or (thresholds.diff(dim=1) < 0).any()):
         raise ValueError("per-head thresholds must be finite and non-decreasing along each row")
     return thresholds
+
+
+def _check_valid(valid: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+    """A padding mask must be bool [B, L] on q's device."""
+    check_tensor("valid", valid, 2)
+    if valid.dtype != torch.bool or tuple(valid.shape) != (k.shape[0], k.shape[2]):
+        raise ValueError(
+            f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
+        )
+    check_same("device", q=q, valid=valid)
 
 
 def _check_scale(scale: float | None, d: int) -> float:

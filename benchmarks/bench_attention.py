@@ -1,16 +1,20 @@
 """Adamas decode attention vs PyTorch SDPA dense decode, stage by stage, on one GPU.
 
     python -m benchmarks.bench_attention [--shapes llama3-8b] [--lengths 32768 131072] [--budgets 128]
-        [--batches 1 8] [--topk] [--sweep] [--out results.json]
+        [--batches 1 8] [--topk] [--flex] [--sweep] [--out results.json]
 
 Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
 scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
 alone) beside the two-kernel path it replaced (`kernels.manhattan`, then the histogram
 `kernels.select`); sparse attention — and the whole step both ways (`adamas.decode_attention`,
 which runs the fused path, and the same step through the two kernels), against dense SDPA over
-the same bf16 K/V cache, with CUDA graphs over rotating input sets. Checks that both paths
-select the same tokens. `--topk` adds torch.topk over the distances; `--sweep` times the fused
-selection under other launch constants (written beside the results as <out>_sweep.json).
+the same bf16 K/V cache, with CUDA graphs over rotating input sets. Dense decode is timed
+three ways: SDPA's flash path (no mask), the split-K kernel `kernels.dense_attention` under a
+mask of all slots (what a fixed-capacity cache's dense step runs), and SDPA with that mask.
+Checks that both selection paths pick the same tokens. `--flex` adds FlexAttention's dense
+decode (compiled per shape; its error is recorded if it fails); `--topk` adds torch.topk over
+the distances; `--sweep` times the fused selection under other launch constants (written
+beside the results as <out>_sweep.json).
 Prints a table and writes benchmarks/results/attention_<device>.json (or --out).
 """
 
@@ -73,7 +77,25 @@ def same_selection(s: dict, budget: int) -> bool:
     return torch.equal(fused.sort(-1).values, split.sort(-1).values)
 
 
-def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bool) -> list[dict]:
+@functools.cache
+def flex_decode():
+    """FlexAttention's dense decode, compiled once (torch.compile specializes it per shape on first call)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    compiled = torch.compile(flex_attention, dynamic=False)
+    return lambda q, k, v: compiled(q[:, :, None], k, v, enable_gqa=True)
+
+
+def flex_us(sets: list[dict]) -> dict:
+    """FlexAttention over the sets' q, K, V: {"flex_us": µs} if it compiles and runs, else {"flex_error": why}."""
+    try:
+        flex_decode()(sets[0]["q"], sets[0]["k"], sets[0]["v"])  # compile outside the graph capture
+        return {"flex_us": time_us(calls(sets, flex_decode(), ["q", "k", "v"]), SECONDARY_REPS)["median"]}
+    except Exception as error:  # any failure to compile or run is the result recorded
+        return {"flex_error": f"{type(error).__name__}: {error}"[:300]}
+
+
+def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bool, flex: bool) -> list[dict]:
     """All budgets for one shape, length and batch: one dense time, stage times per budget."""
     hq, hkv, d = SHAPES[shape]
     kv_bytes = 2 * batch * hkv * length * d * 2
@@ -81,16 +103,27 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
     thresholds = adamas.PAPER_THRESHOLDS
     for s in sets:  # stage inputs that the later stages read
         s["q_codes"] = kernels.encode(s["q"], thresholds)
+        s["valid"] = torch.ones(batch, length, dtype=torch.bool, device="cuda")
         s["dist"] = kernels.manhattan(s["q_codes"], s["k_codes"])
 
     def dense(q, k, v):
         return F.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=True)
 
+    def dense_split_k(q, k, v, valid):  # a fixed-capacity cache's masked step, as the integration runs it
+        return kernels.dense_attention(q, k, v, d**-0.5, valid)
+
+    def dense_masked_sdpa(q, k, v, valid):  # the same step through SDPA, as it ran before the kernel
+        grouped = q.view(batch, hkv, hq // hkv, d)
+        return F.scaled_dot_product_attention(grouped, k, v, attn_mask=valid[:, None, None, :])
+
     def stage_us(fn, keys: list[str], *args) -> float:
         return time_us(calls(sets, fn, keys, *args), SECONDARY_REPS)["median"]
 
     dense_us = time_us(calls(sets, dense, ["q", "k", "v"]))["median"]
+    split_k_us = stage_us(dense_split_k, ["q", "k", "v", "valid"])
+    masked_sdpa_us = stage_us(dense_masked_sdpa, ["q", "k", "v", "valid"])
     encode_us = stage_us(kernels.encode, ["q"], thresholds)
+    flex = flex_us(sets) if flex else {}
     manhattan_us = stage_us(kernels.manhattan, ["q_codes", "k_codes"])
     scan_us = stage_us(NEAREST.scan_distances, ["q_codes", "k_codes"])
     codes_bytes = batch * hkv * length * d // 4
@@ -117,6 +150,8 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
             "adamas_us_max": total["max"],
             "adamas_two_kernel_us": two_kernel_us,
             "dense_us": dense_us,
+            "dense_split_k_us": split_k_us,
+            "dense_masked_sdpa_us": masked_sdpa_us,
             "speedup": dense_us / total["median"],
             "speedup_two_kernel": dense_us / two_kernel_us,
             "encode_q_us": encode_us,
@@ -135,6 +170,7 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
             "achieved_GBps": (codes_bytes + gathered) / total["median"] / 1e3,
             "dense_GBps": kv_bytes / dense_us / 1e3,
         }
+        record |= flex
         if topk:  # what the histogram select replaced
             record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
         records.append(record)
@@ -193,6 +229,7 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--topk", action="store_true", help="also time torch.topk over the distances")
+    parser.add_argument("--flex", action="store_true", help="also time FlexAttention's decode")
     parser.add_argument("--sweep", action="store_true", help="also time the fused selection's launch-constant variants")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args()
@@ -205,7 +242,7 @@ def main() -> None:
     for shape in args.shapes:
         for batch in args.batches:
             for length in args.lengths:
-                records += bench_case(shape, length, batch, args.budgets, args.topk)
+                records += bench_case(shape, length, batch, args.budgets, args.topk, args.flex)
                 print_table(records[-len(args.budgets) :], short)
                 if args.sweep:
                     sweep += sweep_case(shape, length, batch, args.budgets[0])
@@ -216,7 +253,8 @@ def main() -> None:
     if args.sweep:
         write_results(out.with_name(f"{out.stem}_sweep.json"), params | {"sweep_variants": SWEEP}, sweep)
     columns = [*short[:-3], "encode_q_us", "scan_us", "nearest_us", "manhattan_us", "select_us"]
-    columns += ["attention_us", "over_floor", "same_selection"] + (["topk_us"] if args.topk else [])
+    columns += ["attention_us", "over_floor", "dense_split_k_us", "dense_masked_sdpa_us", "same_selection"]
+    columns += (["topk_us"] if args.topk else []) + (["flex_us"] if args.flex else [])
     print_table(records, columns)
     print(f"wrote {out.name} ({len(records)} records)")
 

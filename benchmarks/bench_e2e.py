@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_e2e [--contexts 8192 32768 131072] [--batches 1 4] [--budget 128]
                                    [--steps 32] [--shape llama-3.1-8b] [--out FILE] [--no-graph]
+                                   [--dense-backend auto|torch]
 
 Random weights of the real shape (no download), built on the device in bf16. For each
 (context, batch): one adamas.static.GraphDecoder of capacity `context` (a decode step attends
@@ -10,7 +11,9 @@ prompt of `batch` rows filling it but for the decode room, and one prefill, shar
 settings: its time, and the time of encoding the prompt's keys (FixedCache.encode_prompt,
 run again after the prefill, which ran it once). Then `steps` decode steps under full
 attention and `steps` under Adamas on that same cache (GraphDecoder.switch), each step one
-CUDA-graph replay timed with CUDA events (eager steps with --no-graph or on a CPU). The key
+CUDA-graph replay timed with CUDA events (eager steps with --no-graph or on a CPU). Full
+attention, and Adamas' dense layers, decode the masked cache with the split-K kernel
+`adamas.dense_attention` (`--dense-backend torch`: with SDPA, the slower baseline it replaced). The key
 codes' bytes are compared with K+V's, from the cache's own buffers. A configuration whose
 cache would not fit in the free GPU memory is recorded as skipped, with the numbers.
 Prints a markdown table and writes benchmarks/results/e2e_<device>.json (or --out).
@@ -30,6 +33,7 @@ import torch
 import transformers
 
 import adamas
+from adamas import integration
 from adamas.static import PREFILL_CHUNK, WARMUP_STEPS, GraphDecoder
 from benchmarks.common import device_slug, write_results
 
@@ -205,8 +209,10 @@ def free_memory(device: torch.device) -> None:
 
 
 def dense_decode_kv() -> str:
-    """How a masked decode step of a GQA model reads K/V, in full attention and in Adamas' dense layers."""
-    return "grouped: K/V read once per KV head (adamas.integration.dense_attention)"
+    """How a masked decode step reads K/V, in full attention and in Adamas' dense layers."""
+    if integration.DENSE_BACKEND == "torch":
+        return "grouped SDPA with the mask: K/V read once per KV head (adamas.integration.dense_attention)"
+    return "split-K Triton kernel, K/V read once per GQA group (adamas.dense_attention) on CUDA"
 
 
 def markdown_table(records: list[dict]) -> str:
@@ -238,8 +244,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="timed decode steps per setting")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-graph", dest="graph", action="store_false", help="eager decode steps on CUDA")
+    parser.add_argument(
+        "--dense-backend",
+        default=integration.DENSE_BACKEND,
+        choices=["auto", "torch"],
+        help="masked dense decode steps: the split-K kernel on CUDA (auto) or SDPA (torch), the baseline before it",
+    )
     parser.add_argument("--out", type=Path, default=None, help="result file (default results/e2e_<device>.json)")
     args = parser.parse_args()
+    integration.DENSE_BACKEND = args.dense_backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -85,14 +85,20 @@ def test_decode_with_per_head_thresholds(backend):
         adamas.decode_attention(q, k, v, codes, config)
 
 
-def test_dense_layers_run_full_attention():
-    q, k, v, codes = decode_inputs((1, 4, 2, 100, 64), torch.float32, seeded("dense-layer"))
-    config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1))
+@BACKENDS
+def test_dense_layers_and_the_full_selector_run_full_attention(backend):
+    q, k, v, codes = decode_inputs((2, 4, 2, 100, 64), torch.float32, seeded("dense-layer", backend))
+    config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1), backend=backend)
     out, idx = adamas.decode_attention(q, k, v, codes, config, layer_idx=1, return_indices=True)
     assert idx is None
     assert_close("dense layer", out, reference.dense_attention(q, k, v, 64**-0.5), torch.float32)
     sparse = adamas.decode_attention(q, k, v, codes, config, layer_idx=2)
     assert (sparse - out).abs().max() > 1e-3, "layer 2 should be sparse at budget 4"
+    valid = torch.ones(2, 100, dtype=torch.bool, device=DEVICE)
+    valid[1, :60] = False  # left padding
+    full = adamas.AdamasConfig(selector="full", backend=backend)
+    out = adamas.decode_attention(q, k, v, codes, full, valid=valid)
+    assert_close("full selector", out, reference.dense_attention(q, k, v, 64**-0.5, valid), torch.float32)
 
 
 def test_auto_backend_follows_the_device(monkeypatch):

@@ -6,7 +6,7 @@ from helpers import DEVICE, assert_close
 from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
 
 import adamas
-from adamas import reference, static
+from adamas import integration, ops, reference, static
 from adamas.static import FixedCache, GraphDecoder
 
 STEPS = 10
@@ -136,6 +136,24 @@ def test_a_batch_of_two_selects_as_the_dynamic_cache_does(monkeypatch):
     ids = two_prompts(48)
     config = adamas.AdamasConfig(budget=8, sink=2, recent=2, thresholds="calibrated")
     assert decode_rows(model, config, ids) == dynamic_rows(model, config, ids)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_the_split_k_dense_kernel_decodes_the_masked_steps_as_generate(family, monkeypatch):
+    """Full attention and the dense layers over the fixed cache's mask, through the Triton kernel (CUDA's default)."""
+    monkeypatch.setattr(integration, "DENSE_BACKEND", "triton")
+    calls = []
+    real = ops.dense_attention
+    monkeypatch.setattr(ops, "dense_attention", lambda *a, **kw: calls.append(a[1].shape[2]) or real(*a, **kw))
+    model = tiny_model(family)
+    ids = two_prompts()
+    expected = dynamic_rows(model, None, ids, steps=4)
+    assert decode_rows(model, None, ids, steps=4) == expected
+    assert calls == [CAPACITY] * TINY["num_hidden_layers"] * 3, "every layer of every decode step ran the kernel"
+    calls.clear()
+    full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
+    assert decode_rows(model, full_budget, ids, steps=4, cuda_graph=False) == expected
+    assert calls == [CAPACITY] * 2 * 3, "the two dense layers ran the kernel"
 
 
 def test_switching_to_full_attention_and_back_shares_one_prefill(decode_calls):

@@ -1,0 +1,176 @@
+"""Exact softmax attention of one decode query over every valid cached key: split-K, GQA-grouped.
+
+The dense layers of an Adamas model, and full attention on a fixed-capacity cache, decode
+under a mask of the written slots. PyTorch's SDPA takes no flash kernel with a mask, and the
+kernel it takes reads the whole cache from a handful of thread blocks (one per query block),
+so at 128K a masked step costs over ten times what the unmasked flash path costs. Here the
+keys are cut into splits over many programs (flash-decoding): one program per (batch, KV
+head, split) reads each K/V tile once for all the query heads of its GQA group, with an
+online softmax in fp32, and sparse_attention's merge kernel joins the splits by log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from adamas.kernels.sparse_attention import _LOG2E, _sparse_attention_merge_kernel
+
+BLOCK_L = 64  # keys per step of a split
+MIN_GROUP = 16  # tl.dot needs 16 rows: a group's query heads are padded to that
+PROGRAMS = 512  # programs to aim for over (batch, KV head, split): about four per SM on an H100
+MAX_SPLITS = 64  # splits per row at most: what the merge kernel reads at once
+
+
+@triton.jit
+def _dense_attention_partial_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    valid_ptr,
+    m_ptr,
+    l_ptr,
+    acc_ptr,
+    L,
+    HQ,
+    HKV,
+    scale_log2,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_kh,
+    stride_kl,
+    stride_vb,
+    stride_vh,
+    stride_vl,
+    stride_valid,
+    CHUNK,
+    NUM_SPLITS,
+    GROUP: tl.constexpr,
+    G_PAD: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    i_bh, i_s = tl.program_id(0), tl.program_id(1)
+    i_b, i_hkv = i_bh // HKV, i_bh % HKV
+    o_g = tl.arange(0, G_PAD)
+    m_g = o_g < GROUP
+    o_d = tl.arange(0, D)
+    o_h = i_hkv * GROUP + o_g  # the group's query heads
+    # [G_PAD, D] the group's queries, padding rows zero
+    b_q = tl.load(q_ptr + i_b * stride_qb + o_h[:, None] * stride_qh + o_d[None, :], mask=m_g[:, None], other=0.0)
+    p_k = k_ptr + i_b * stride_kb + i_hkv * stride_kh
+    p_v = v_ptr + i_b * stride_vb + i_hkv * stride_vh
+    start = i_s * CHUNK
+    end = tl.minimum(start + CHUNK, L)
+    b_m = tl.full([G_PAD], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([G_PAD], dtype=tl.float32)
+    b_acc = tl.zeros([G_PAD, D], dtype=tl.float32)
+    for off in range(start, end, BLOCK_L):
+        o_l = off + tl.arange(0, BLOCK_L)
+        m_l = o_l < end
+        if HAS_VALID:  # masked-off rows are never read: unwritten slots cost no bandwidth
+            m_l = m_l & (tl.load(valid_ptr + i_b * stride_valid + o_l, mask=m_l, other=0) != 0)
+        # [BLOCK_L, D]
+        b_k = tl.load(p_k + o_l[:, None] * stride_kl + o_d[None, :], mask=m_l[:, None], other=0.0)
+        b_v = tl.load(p_v + o_l[:, None] * stride_vl + o_d[None, :], mask=m_l[:, None], other=0.0)
+        # [G_PAD, BLOCK_L] scores in log2 units
+        if IEEE:
+            b_q, b_k, b_v = b_q.to(tl.float32), b_k.to(tl.float32), b_v.to(tl.float32)
+            b_s = tl.dot(b_q, tl.trans(b_k), input_precision="ieee")
+        else:
+            b_s = tl.dot(b_q, tl.trans(b_k))
+        b_s = tl.where(m_l[None, :], b_s * scale_log2, float("-inf"))
+        b_m_new = tl.maximum(b_m, tl.max(b_s, axis=1))
+        # a block may hold only masked slots: subtract 0 rather than -inf so that no NaN appears
+        b_m_safe = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
+        b_alpha = tl.exp2(b_m - b_m_safe)
+        b_p = tl.exp2(b_s - b_m_safe[:, None])
+        b_l = b_l * b_alpha + tl.sum(b_p, axis=1)
+        # fp32 operands (IEEE) multiply in full precision; fp16/bf16 ones on the tensor cores
+        b_pv = tl.dot(b_p.to(b_v.dtype), b_v, input_precision="ieee" if IEEE else None)
+        b_acc = b_acc * b_alpha[:, None] + b_pv
+        b_m = b_m_new
+    # partials laid out as sparse_attention's: row (b * HQ + h) * NUM_SPLITS + split
+    o_part = (i_b * HQ + o_h) * NUM_SPLITS + i_s
+    tl.store(m_ptr + o_part, b_m, mask=m_g)
+    tl.store(l_ptr + o_part, b_l, mask=m_g)
+    tl.store(acc_ptr + o_part[:, None] * D + o_d[None, :], b_acc, mask=m_g[:, None])
+
+
+def _splits(length: int, groups: int) -> tuple[int, int]:
+    """Cut L keys into whole-block chunks, about PROGRAMS programs over `groups` = B * Hkv: (num_splits, chunk)."""
+    blocks = triton.cdiv(length, BLOCK_L)
+    wanted = max(1, min(blocks, MAX_SPLITS, triton.cdiv(PROGRAMS, groups)))
+    chunk = triton.cdiv(blocks, wanted) * BLOCK_L
+    return triton.cdiv(length, chunk), chunk
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention over every valid key: q [B, Hq, d], k/v [B, Hkv, L, d] -> [B, Hq, d].
+
+    `valid` ([B, L] bool) leaves out masked tokens (each row needs one valid token). Query
+    head h reads KV head h // (Hq // Hkv). Accumulates in fp32 (fp32 inputs multiply in
+    full precision, fp16/bf16 ones on the tensor cores), returns q's dtype. Last dims must be
+    contiguous; inputs are trusted (see adamas.ops).
+    """
+    b, hq, d = q.shape
+    hkv, length = k.shape[1], k.shape[2]
+    group = hq // hkv
+    num_splits, chunk = _splits(length, b * hkv)
+    rows = b * hq * num_splits
+    m_part = torch.empty(rows, dtype=torch.float32, device=q.device)
+    l_part = torch.empty_like(m_part)
+    acc_part = torch.empty(rows, d, dtype=torch.float32, device=q.device)
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
+    _dense_attention_partial_kernel[(b * hkv, num_splits)](
+        q,
+        k,
+        v,
+        q if valid_u8 is None else valid_u8,
+        m_part,
+        l_part,
+        acc_part,
+        length,
+        hq,
+        hkv,
+        scale * _LOG2E,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        0 if valid_u8 is None else valid_u8.stride(0),
+        chunk,
+        num_splits,
+        GROUP=group,
+        G_PAD=max(MIN_GROUP, triton.next_power_of_2(group)),
+        D=d,
+        BLOCK_L=BLOCK_L,
+        HAS_VALID=valid is not None,
+        # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
+        IEEE=q.dtype == torch.float32 or isinstance(_dense_attention_partial_kernel, InterpretedFunction),
+    )
+    _sparse_attention_merge_kernel[(b * hq,)](
+        m_part,
+        l_part,
+        acc_part,
+        out,
+        hq,
+        out.stride(0),
+        out.stride(1),
+        NUM_SPLITS=num_splits,
+        S_PAD=triton.next_power_of_2(num_splits),
+        D=d,
+    )
+    return out
