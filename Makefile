@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # On a CUDA machine whose python already holds torch and triton (no venv needed).
 GPU_PYTHON ?= python3
 GPU_REPORT ?= benchmarks/results/gpu_tests.json
+# pytest-xdist workers of `make test` (the Triton interpreter runs one Python thread a kernel).
+TEST_WORKERS ?= auto
 
 # The oldest transformers release we support, tested in its own environment.
 FLOOR_VENV ?= .venv-floor
@@ -26,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 	$(MAKE) test-floor
 
 $(FLOOR_VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml .ci/setup

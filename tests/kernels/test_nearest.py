@@ -19,8 +19,12 @@ CASES = [
     (1, 14, 2, 257, 256),
     (2, 3, 3, 130, 32),
 ]
-if CUDA:  # the GPU runs the same cases plus real lengths
+BUDGETS = [1, 100, 4096]  # one token, a few chunks' worth, every token
+FORCED_BUDGETS = [4, 150]  # fewer than the forced tokens allow, and every token
+if CUDA:  # the GPU runs the same cases plus real lengths and budgets between (the interpreter is slow)
     CASES += [(1, 32, 8, 32_771, 128), (3, 28, 4, 8_191, 128)]
+    BUDGETS += [16]
+    FORCED_BUDGETS += [20]
 
 
 def case_id(case: tuple[int, ...]) -> str:
@@ -62,7 +66,7 @@ def assert_same_sets(got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
-@pytest.mark.parametrize("budget", [1, 16, 100, 4096])
+@pytest.mark.parametrize("budget", BUDGETS)
 def test_nearest_kernel(case, budget, blocks):
     b, hq, hkv, length, d = case
     gen = seeded("nearest", case, budget)
@@ -104,7 +108,7 @@ def padding(length: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(("sink", "recent"), [(0, 0), (3, 0), (0, 5), (2, 7)], ids=lambda v: str(v))
 @pytest.mark.parametrize("with_valid", [False, True], ids=["no-mask", "padded"])
-@pytest.mark.parametrize("budget", [4, 20, 150])
+@pytest.mark.parametrize("budget", FORCED_BUDGETS)
 def test_nearest_kernel_keeps_forced_tokens_and_drops_padding(sink, recent, with_valid, budget, blocks):
     if sink + recent > budget:
         pytest.skip("the config forbids sink + recent > budget")
