@@ -214,9 +214,9 @@ def dense_attention(
 
     A fixed-capacity cache decodes under a mask of its written slots, and SDPA takes no flash
     kernel with a mask: on CUDA (DENSE_BACKEND) the step runs `adamas.dense_attention`, a
-    split-K kernel. Elsewhere, query [B, Hq, 1, d] -> [B, Hkv, Hq / Hkv, d], each group's heads the queries of
-    its KV head, so that K and V are not copied to every query head (transformers' SDPA path
-    does that before 5.24 whenever it gets a mask).
+    split-K kernel. Elsewhere SDPA gets query [B, Hq, 1, d] as [B, Hkv, Hq / Hkv, d], each
+    group's heads the queries of its KV head, so that K and V are not copied to every query
+    head (transformers' SDPA path does that before 5.24 whenever it gets a mask).
     """
     groups = getattr(module, "num_key_value_groups", 1)
     one_step = query.shape[2] == 1 and attention_mask is not None and attention_mask.shape[1] == 1
