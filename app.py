@@ -443,7 +443,7 @@ class Studio:
         return text, None, example["question"], example.get("evidence"), note
 
     def evaluation(self) -> tuple:
-        """The Evaluate tab: the newest results.json under eval_dir as (report, figure picker, figure, figures)."""
+        """The Evaluate tab: eval_dir's newest full run (report.latest_results) as (report, picker, figure, figures)."""
         path = latest_results(self.eval_dir)
         if path is None:
             note = f"No evaluation results under `{self.eval_dir}` yet: run `python -m adamas.eval --out DIR` there."
@@ -453,7 +453,8 @@ class Studio:
         except ValueError as err:
             return f"**Could not read the results:** {err}", gr.Dropdown(choices=[], value=None), None, {}
         first = next(iter(built), None)
-        heading = f"Results from `{path.parent.name}/{path.name}` (the newest under `{self.eval_dir.name}/`)\n\n"
+        shown = f"the newest full run under `{self.eval_dir.name}/`, else the newest --quick one"
+        heading = f"Results from `{path.parent.name}/{path.name}` ({shown})\n\n"
         return heading + report, gr.Dropdown(choices=list(built), value=first), built.get(first), built
 
 

@@ -285,3 +285,18 @@ def test_cli_merges_shards_and_refuses_a_mismatch(word_model, tokenizer, monkeyp
     assert re.search(r"ran another grid .*\(depths differ\)", capsys.readouterr().err)
     assert cli.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "z")]) == 2
     assert "is not an evaluation's results.json" in capsys.readouterr().err
+
+
+def test_latest_results_prefers_the_newest_full_run_to_a_newer_quick_one(tmp_path):
+    def write(name: str, date: str, quick: bool) -> None:
+        (tmp_path / name).mkdir()
+        payload = {"environment": {"date": date}, "parameters": {"quick": quick}, "seconds": 1.0, "records": []}
+        (tmp_path / name / "results.json").write_text(json.dumps(payload))
+
+    write("quick", "2026-12-01T00:00:00+00:00", quick=True)
+    assert report.latest_results(tmp_path) == tmp_path / "quick" / "results.json", "a quick run when it is alone"
+    write("full-old", "2026-11-01T00:00:00+00:00", quick=False)
+    write("full-new", "2026-11-20T00:00:00+00:00", quick=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("not json")
+    assert report.latest_results(tmp_path) == tmp_path / "full-new" / "results.json"

@@ -179,17 +179,22 @@ def figures(records: list[dict]) -> dict:
 
 
 def latest_results(root: Path) -> Path | None:
-    """The newest results.json in `root` or its subdirectories (by the run's recorded date), or None."""
+    """The results.json in `root` or its subdirectories to show first, or None.
+
+    The newest full run by the date it records; a --quick run (a check that everything runs)
+    only when there is no full run.
+    """
     found = [path for pattern in ("results.json", "*/results.json") for path in Path(root).glob(pattern)]
-    return max(found, key=_run_date, default=None)
+    return max(found, key=_rank, default=None)
 
 
-def _run_date(path: Path) -> str:
-    """The date a results.json records (ISO, so it sorts), else its file's modification time."""
+def _rank(path: Path) -> tuple[bool, str]:
+    """(a full run, the date it records, ISO so that it sorts); a file not read ranks as quick, by its mtime."""
     try:
-        return json.loads(path.read_text())["environment"]["date"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).isoformat()
+        payload = json.loads(path.read_text())
+        return not payload["parameters"].get("quick", False), payload["environment"]["date"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False, datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).isoformat()
 
 
 def read_payload(path: Path) -> dict:
