@@ -18,7 +18,8 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from adamas.kernels.sparse_attention import _LOG2E, _sparse_attention_merge_kernel
 
-BLOCK_L = 64  # keys per step of a split
+BLOCK_L = 128  # keys per step of a split at most
+TILE_BYTES = 16384  # bytes of one K (or V) tile: a step's K and V, pipelined three deep, fit any recent GPU
 MIN_GROUP = 16  # tl.dot needs 16 rows: a group's query heads are padded to that
 PROGRAMS = 512  # programs to aim for over (batch, KV head, split): about four per SM on an H100
 MAX_SPLITS = 64  # splits per row at most: what the merge kernel reads at once
@@ -63,6 +64,8 @@ def _dense_attention_partial_kernel(
     o_h = i_hkv * GROUP + o_g  # the group's query heads
     # [G_PAD, D] the group's queries, padding rows zero
     b_q = tl.load(q_ptr + i_b * stride_qb + o_h[:, None] * stride_qh + o_d[None, :], mask=m_g[:, None], other=0.0)
+    if IEEE:
+        b_q = b_q.to(tl.float32)
     p_k = k_ptr + i_b * stride_kb + i_hkv * stride_kh
     p_v = v_ptr + i_b * stride_vb + i_hkv * stride_vh
     start = i_s * CHUNK
@@ -80,7 +83,7 @@ def _dense_attention_partial_kernel(
         b_v = tl.load(p_v + o_l[:, None] * stride_vl + o_d[None, :], mask=m_l[:, None], other=0.0)
         # [G_PAD, BLOCK_L] scores in log2 units
         if IEEE:
-            b_q, b_k, b_v = b_q.to(tl.float32), b_k.to(tl.float32), b_v.to(tl.float32)
+            b_k, b_v = b_k.to(tl.float32), b_v.to(tl.float32)
             b_s = tl.dot(b_q, tl.trans(b_k), input_precision="ieee")
         else:
             b_s = tl.dot(b_q, tl.trans(b_k))
@@ -102,11 +105,16 @@ def _dense_attention_partial_kernel(
     tl.store(acc_ptr + o_part[:, None] * D + o_d[None, :], b_acc, mask=m_g[:, None])
 
 
-def _splits(length: int, groups: int) -> tuple[int, int]:
-    """Cut L keys into whole-block chunks, about PROGRAMS programs over `groups` = B * Hkv: (num_splits, chunk)."""
-    blocks = triton.cdiv(length, BLOCK_L)
+def _block(d: int, element_size: int) -> int:
+    """Keys per step: BLOCK_L at most, fewer for wide rows (a K tile of TILE_BYTES), 16 at least (tl.dot)."""
+    return max(MIN_GROUP, min(BLOCK_L, triton.next_power_of_2(TILE_BYTES // (d * element_size))))
+
+
+def _splits(length: int, groups: int, block: int) -> tuple[int, int]:
+    """Cut L keys into whole blocks, about PROGRAMS programs over `groups` = B * Hkv: (num_splits, chunk)."""
+    blocks = triton.cdiv(length, block)
     wanted = max(1, min(blocks, MAX_SPLITS, triton.cdiv(PROGRAMS, groups)))
-    chunk = triton.cdiv(blocks, wanted) * BLOCK_L
+    chunk = triton.cdiv(blocks, wanted) * block
     return triton.cdiv(length, chunk), chunk
 
 
@@ -123,7 +131,8 @@ def dense_attention(
     b, hq, d = q.shape
     hkv, length = k.shape[1], k.shape[2]
     group = hq // hkv
-    num_splits, chunk = _splits(length, b * hkv)
+    block = _block(d, k.element_size())
+    num_splits, chunk = _splits(length, b * hkv, block)
     rows = b * hq * num_splits
     m_part = torch.empty(rows, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
@@ -156,7 +165,7 @@ def dense_attention(
         GROUP=group,
         G_PAD=max(MIN_GROUP, triton.next_power_of_2(group)),
         D=d,
-        BLOCK_L=BLOCK_L,
+        BLOCK_L=block,
         HAS_VALID=valid is not None,
         # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
         IEEE=q.dtype == torch.float32 or isinstance(_dense_attention_partial_kernel, InterpretedFunction),

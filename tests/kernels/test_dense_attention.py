@@ -53,7 +53,7 @@ def test_dense_attention_kernel_fixed_capacity_cache(dtype, monkeypatch):
     valid[0, :37] = True  # most splits of row 0 hold nothing
     valid[1, :] = True
     valid[1, 200:260] = False
-    assert kernel._splits(400, 2 * 3)[0] > 8
+    assert kernel._splits(400, 2 * 3, kernel._block(64, k.element_size()))[0] > 8
     out = adamas.dense_attention(q, k, v, valid=valid, backend="triton")
     assert_close("dense_attention", out, reference.dense_attention(q, k, v, 0.125, valid), dtype)
 
