@@ -123,7 +123,10 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
     split_k_us = stage_us(dense_split_k, ["q", "k", "v", "valid"])
     masked_sdpa_us = stage_us(dense_masked_sdpa, ["q", "k", "v", "valid"])
     encode_us = stage_us(kernels.encode, ["q"], thresholds)
-    flex = flex_us(sets) if flex else {}
+    flex_record = flex_us(sets) if flex else {}
+    s0 = sets[0]
+    split_k_out = dense_split_k(s0["q"], s0["k"], s0["v"], s0["valid"])
+    split_k_error = (split_k_out - dense(s0["q"], s0["k"], s0["v"])[:, :, 0]).abs().max().item()
     manhattan_us = stage_us(kernels.manhattan, ["q_codes", "k_codes"])
     scan_us = stage_us(NEAREST.scan_distances, ["q_codes", "k_codes"])
     codes_bytes = batch * hkv * length * d // 4
@@ -152,6 +155,7 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
             "dense_us": dense_us,
             "dense_split_k_us": split_k_us,
             "dense_masked_sdpa_us": masked_sdpa_us,
+            "dense_split_k_max_error": split_k_error,  # against SDPA's output, bf16
             "speedup": dense_us / total["median"],
             "speedup_two_kernel": dense_us / two_kernel_us,
             "encode_q_us": encode_us,
@@ -170,7 +174,7 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
             "achieved_GBps": (codes_bytes + gathered) / total["median"] / 1e3,
             "dense_GBps": kv_bytes / dense_us / 1e3,
         }
-        record |= flex
+        record |= flex_record
         if topk:  # what the histogram select replaced
             record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
         records.append(record)
