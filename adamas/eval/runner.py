@@ -72,7 +72,7 @@ class Grid:
 
 
 QUICK = Grid(budgets=(64, 128), lengths=(1024,), depths=(0.0, 0.5, 1.0), samples=1, text_tokens=32)
-"""A grid that runs all six selectors and every task on this project's 2-core CPU in about 6 minutes.
+"""A grid that runs all six selectors and every task on this project's 2-core CPU in 6-8 minutes.
 
 Its cost is decode steps: on a CPU SmolLM2 takes 100-200 ms a token whatever the context, so the
 grid keeps two budgets and a short context (at 2K and three budgets it took over 10 minutes)."""
