@@ -6,7 +6,7 @@ kernel it takes reads the whole cache from a handful of thread blocks (one per q
 so at 128K a masked step costs over ten times what the unmasked flash path costs. Here the
 keys are cut into splits over many programs (flash-decoding): one program per (batch, KV
 head, split) reads each K/V tile once for all the query heads of its GQA group, with an
-online softmax in fp32, and sparse_attention's merge kernel joins the splits by log-sum-exp.
+online softmax in fp32, and sparse_attention's merge_splits joins them by log-sum-exp.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from adamas.kernels.sparse_attention import _LOG2E, _sparse_attention_merge_kernel
+from adamas.kernels.sparse_attention import _LOG2E, merge_splits, split_partials
 
 BLOCK_L = 128  # keys per step of a split at most
 TILE_BYTES = 16384  # bytes of one K (or V) tile: a step's K and V, pipelined three deep, fit any recent GPU
@@ -133,11 +133,7 @@ def dense_attention(
     group = hq // hkv
     block = _block(d, k.element_size())
     num_splits, chunk = _splits(length, b * hkv, block)
-    rows = b * hq * num_splits
-    m_part = torch.empty(rows, dtype=torch.float32, device=q.device)
-    l_part = torch.empty_like(m_part)
-    acc_part = torch.empty(rows, d, dtype=torch.float32, device=q.device)
-    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    m_part, l_part, acc_part = split_partials(b * hq * num_splits, d, q.device)
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
     _dense_attention_partial_kernel[(b * hkv, num_splits)](
         q,
@@ -170,16 +166,4 @@ def dense_attention(
         # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
         IEEE=q.dtype == torch.float32 or isinstance(_dense_attention_partial_kernel, InterpretedFunction),
     )
-    _sparse_attention_merge_kernel[(b * hq,)](
-        m_part,
-        l_part,
-        acc_part,
-        out,
-        hq,
-        out.stride(0),
-        out.stride(1),
-        NUM_SPLITS=num_splits,
-        S_PAD=triton.next_power_of_2(num_splits),
-        D=d,
-    )
-    return out
+    return merge_splits(m_part, l_part, acc_part, num_splits, q)

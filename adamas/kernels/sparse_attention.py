@@ -119,6 +119,33 @@ def _splits(k: int, block_k: int) -> tuple[int, int]:
     return triton.cdiv(k, chunk), chunk
 
 
+def split_partials(rows: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Empty fp32 partials of `rows` = B * Hq * num_splits split softmaxes: max [rows], sum [rows], acc [rows, d]."""
+    m_part = torch.empty(rows, dtype=torch.float32, device=device)
+    return m_part, torch.empty_like(m_part), torch.empty(rows, d, dtype=torch.float32, device=device)
+
+
+def merge_splits(
+    m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int, q: torch.Tensor
+) -> torch.Tensor:
+    """Join each (batch, head)'s split partials (row (b * Hq + h) * num_splits + split) by log-sum-exp: [B, Hq, d]."""
+    b, hq, d = q.shape
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    _sparse_attention_merge_kernel[(b * hq,)](
+        m_part,
+        l_part,
+        acc_part,
+        out,
+        hq,
+        out.stride(0),
+        out.stride(1),
+        NUM_SPLITS=num_splits,
+        S_PAD=triton.next_power_of_2(num_splits),
+        D=d,
+    )
+    return out
+
+
 def sparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -132,10 +159,7 @@ def sparse_attention(
     n_sel = idx.shape[-1]
     block_k = 32
     num_splits, chunk = _splits(n_sel, block_k)
-    m_part = torch.empty(b * hq * num_splits, dtype=torch.float32, device=q.device)
-    l_part = torch.empty_like(m_part)
-    acc_part = torch.empty(b * hq * num_splits, d, dtype=torch.float32, device=q.device)
-    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    m_part, l_part, acc_part = split_partials(b * hq * num_splits, d, q.device)
     _sparse_attention_partial_kernel[(b * hq, num_splits)](
         q,
         k,
@@ -163,16 +187,4 @@ def sparse_attention(
         D=d,
         BLOCK_K=block_k,
     )
-    _sparse_attention_merge_kernel[(b * hq,)](
-        m_part,
-        l_part,
-        acc_part,
-        out,
-        hq,
-        out.stride(0),
-        out.stride(1),
-        NUM_SPLITS=num_splits,
-        S_PAD=triton.next_power_of_2(num_splits),
-        D=d,
-    )
-    return out
+    return merge_splits(m_part, l_part, acc_part, num_splits, q)
