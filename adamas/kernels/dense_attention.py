@@ -1,9 +1,9 @@
 """Exact softmax attention of one decode query over every valid cached key: split-K, GQA-grouped.
 
 The dense layers of an Adamas model, and full attention on a fixed-capacity cache, decode
-under a mask of the written slots. PyTorch's SDPA takes no flash kernel with a mask, and the
-kernel it takes reads the whole cache from a handful of thread blocks (one per query block),
-so at 128K a masked step costs over ten times what the unmasked flash path costs. Here the
+under a mask of the written slots. PyTorch's SDPA takes no flash kernel with a mask, and on
+the H100 a masked step at 128K cost over ten times what the unmasked flash path costs (most
+likely its kernel reads the whole cache from a handful of thread blocks; not profiled). Here the
 keys are cut into splits over many programs (flash-decoding): one program per (batch, KV
 head, split) reads each K/V tile once for all the query heads of its GQA group, with an
 online softmax in fp32, and sparse_attention's merge_splits joins them by log-sum-exp.
