@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # On a CUDA machine whose python already holds torch and triton (no venv needed).
 GPU_PYTHON ?= python3
 GPU_REPORT ?= benchmarks/results/gpu_tests.json
+# pytest-xdist workers of `make test-gpu`: they share the GPU, and compile the Triton kernels in parallel.
+GPU_TEST_WORKERS ?= 8
 # pytest-xdist workers of `make test` (the Triton interpreter runs one Python thread a kernel).
 TEST_WORKERS ?= auto
 
@@ -39,12 +41,14 @@ test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_VENV)/bin/python -m pytest tests/test_integration.py tests/test_loading.py
 
 test-gpu:
-	$(GPU_PYTHON) -m pytest --gpu-report $(GPU_REPORT)
+	$(GPU_PYTHON) -m pytest -n $(GPU_TEST_WORKERS) --gpu-report $(GPU_REPORT)
 
 # Both performance benchmarks on a CUDA machine, in one command (results under benchmarks/results/);
-# the whole-model decode also with SDPA for the masked dense steps, the baseline before the split-K kernel.
-BENCH_DEVICE ?= h100
+# The whole-model decode runs again at batch 1 with SDPA for the masked dense steps: the baseline before
+# the split-K kernel. The attention grid also breaks the budget-128 step into its kernels (--profile).
+BENCH_DEVICE ?= h200
 bench-gpu:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e --out benchmarks/results/e2e_$(BENCH_DEVICE).json
-	$(GPU_PYTHON) -m benchmarks.bench_e2e --dense-backend torch --out benchmarks/results/e2e_$(BENCH_DEVICE)_sdpa.json
-	$(GPU_PYTHON) -m benchmarks.bench_attention --out benchmarks/results/attention_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_e2e --dense-backend torch --batches 1 \
+		--out benchmarks/results/e2e_$(BENCH_DEVICE)_sdpa.json
+	$(GPU_PYTHON) -m benchmarks.bench_attention --profile --out benchmarks/results/attention_$(BENCH_DEVICE).json

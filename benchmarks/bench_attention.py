@@ -1,7 +1,7 @@
 """Adamas decode attention vs PyTorch SDPA dense decode, stage by stage, on one GPU.
 
     python -m benchmarks.bench_attention [--shapes llama3-8b] [--lengths 32768 131072] [--budgets 128]
-        [--batches 1 8] [--topk] [--flex] [--sweep] [--out results.json]
+        [--batches 1 8] [--topk] [--flex] [--sweep] [--profile] [--out results.json]
 
 Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
 scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
@@ -13,8 +13,9 @@ three ways: SDPA's flash path (no mask), the split-K kernel `kernels.dense_atten
 mask of all slots (what a fixed-capacity cache's dense step runs), and SDPA with that mask.
 Checks that both selection paths pick the same tokens. `--flex` adds FlexAttention's dense
 decode (compiled per shape; its error is recorded if it fails); `--topk` adds torch.topk over
-the distances; `--sweep` times the fused selection under other launch constants (written
-beside the results as <out>_sweep.json).
+the distances; `--profile` adds each kernel's device time in the budget-128 step (eager, the
+PyTorch profiler: beside the graph time, what the gaps between kernels cost); `--sweep` times
+the fused selection under other launch constants (written beside the results as <out>_sweep.json).
 Prints a table and writes benchmarks/results/attention_<device>.json (or --out).
 """
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 import adamas
 from adamas import kernels
-from benchmarks.common import device_slug, input_sets, print_table, time_us, write_results
+from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}  # (Hq, Hkv, d)
 COPY_BANDWIDTH = 3.0e12  # bytes/s, device-to-device copy measured on the H100 (see shared notes)
@@ -46,6 +47,7 @@ SWEEP = {  # launch constants of the fused selection tried by --sweep, one chang
     "MAX_CHUNKS=64": {"MAX_CHUNKS": 64},
     "COARSE_BINS=64": {"COARSE_BINS": 64},
 }
+PROFILED_BUDGET = 128  # --profile breaks this budget's step (the targets') into its kernels
 SECONDARY_REPS = 3  # graph timings of the stages that only explain the totals (the totals take 5)
 
 
@@ -95,7 +97,21 @@ def flex_us(sets: list[dict]) -> dict:
         return {"flex_error": f"{type(error).__name__}: {error}"[:300]}
 
 
-def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bool, flex: bool) -> list[dict]:
+def profile_record(step, dense_split_k) -> dict:
+    """Kernel by kernel device times of one Adamas step and of the split-K dense step (eager, profiler)."""
+    try:
+        adamas_kernels, split_k_kernels = kernel_us(step), kernel_us(dense_split_k)
+    except Exception as error:  # a profiler that fails here is the result recorded
+        return {"profile_error": f"{type(error).__name__}: {error}"[:300]}
+    record = {"adamas_kernels_us": adamas_kernels, "dense_split_k_kernels_us": split_k_kernels}
+    if "error" not in adamas_kernels:
+        record["adamas_kernels_sum_us"] = sum(adamas_kernels.values())
+    return record
+
+
+def bench_case(
+    shape: str, length: int, batch: int, budgets: list[int], topk: bool, flex: bool, profile: bool = False
+) -> list[dict]:
     """All budgets for one shape, length and batch: one dense time, stage times per budget."""
     hq, hkv, d = SHAPES[shape]
     kv_bytes = 2 * batch * hkv * length * d * 2
@@ -177,6 +193,10 @@ def bench_case(shape: str, length: int, batch: int, budgets: list[int], topk: bo
         record |= flex_record
         if topk:  # what the histogram select replaced
             record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
+        if profile and budget == PROFILED_BUDGET:
+            s0 = sets[0]
+            step = functools.partial(adamas.decode_attention, s0["q"], s0["k"], s0["v"], s0["k_codes"], config)
+            record |= profile_record(step, functools.partial(dense_split_k, s0["q"], s0["k"], s0["v"], s0["valid"]))
         records.append(record)
     sets.clear()  # free the inputs before the next case allocates its own
     torch.cuda.empty_cache()
@@ -235,6 +255,9 @@ def main() -> None:
     parser.add_argument("--topk", action="store_true", help="also time torch.topk over the distances")
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention's decode")
     parser.add_argument("--sweep", action="store_true", help="also time the fused selection's launch-constant variants")
+    parser.add_argument(
+        "--profile", action="store_true", help=f"also time each kernel of the budget-{PROFILED_BUDGET} step (profiler)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -246,7 +269,8 @@ def main() -> None:
     for shape in args.shapes:
         for batch in args.batches:
             for length in args.lengths:
-                records += bench_case(shape, length, batch, args.budgets, args.topk, args.flex)
+                records += bench_case(shape, length, batch, args.budgets, args.topk, args.flex, args.profile)
+                write_results(out, params, records)  # after every case: a run cut short keeps what it measured
                 print_table(records[-len(args.budgets) :], short)
                 if args.sweep:
                     sweep += sweep_case(shape, length, batch, args.budgets[0])

@@ -265,14 +265,6 @@ def main() -> None:
     logger.info(
         "model %s built in %.1f s; dense decode: %s", args.shape, time.perf_counter() - start, dense_decode_kv()
     )
-    records = []
-    for batch in args.batches:
-        warm_up(model, config, batch, args.steps, cuda_graph=device.type == "cuda" and args.graph)
-        for context in args.contexts:
-            free_memory(device)  # what the allocator caches counts as taken in the free memory seen
-            records.append(run_config(model, config, context, batch, args))
-            logger.info("context %d, batch %d: %s", context, batch, records[-1].get("skipped", "done"))
-    records.sort(key=lambda r: (r["context"], r["batch"]))
     slug = device_slug() if device.type == "cuda" else "cpu"
     out = args.out or Path(__file__).parent / "results" / f"e2e_{slug}.json"
     mode = "graph" if device.type == "cuda" and args.graph else "eager"
@@ -281,8 +273,17 @@ def main() -> None:
         "dtype": str(dtype),
         "mode": mode,
         "dense_decode_kv": dense_decode_kv(),
+        "weights_gib": sum(p.nbytes for p in model.parameters()) / GIB,
     }
-    params["weights_gib"] = sum(p.nbytes for p in model.parameters()) / GIB
+    records = []
+    for batch in args.batches:
+        warm_up(model, config, batch, args.steps, cuda_graph=device.type == "cuda" and args.graph)
+        for context in args.contexts:
+            free_memory(device)  # what the allocator caches counts as taken in the free memory seen
+            records.append(run_config(model, config, context, batch, args))
+            logger.info("context %d, batch %d: %s", context, batch, records[-1].get("skipped", "done"))
+            write_results(out, params, records)  # after every setting: a run cut short keeps what it measured
+    records.sort(key=lambda r: (r["context"], r["batch"]))
     params["seconds"] = time.perf_counter() - start
     write_results(out, params, records)
     print(markdown_table(records))

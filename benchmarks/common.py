@@ -63,6 +63,28 @@ def time_us(fns: Sequence[Callable[[], object]], reps: int = 5) -> dict:
     return {"median": times[len(times) // 2], "min": times[0], "max": times[-1]}
 
 
+def kernel_us(fn: Callable[[], object], reps: int = 20) -> dict:
+    """Device time (µs) per call of each GPU kernel that `fn` launches, from the PyTorch profiler.
+
+    Eager calls, so the sum of the kernels beside a graph-replay time shows what the gaps between
+    kernels cost. {"error": why} where the profiler yields no CUDA events.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = {}
+    for event in prof.key_averages():
+        total = getattr(event, "self_device_time_total", 0)
+        if event.device_type == torch.autograd.DeviceType.CUDA and total > 0:
+            times[event.key] = total / reps
+    return times or {"error": "the profiler recorded no CUDA kernel"}
+
+
 def input_sets(make: Callable[[], object], bytes_per_set: int, l2_bytes: int = 50 * 2**20) -> list:
     """Enough independent input sets that cycling through them spills the L2 (at most 8)."""
     n = min(8, max(1, -(-4 * l2_bytes // max(bytes_per_set, 1))))

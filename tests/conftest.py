@@ -49,7 +49,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if config.getoption("--gpu-report"):
+    # under pytest-xdist only the controller writes: it sees every worker's reports, a worker only its own
+    if config.getoption("--gpu-report") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(RunReport(config.getoption("--gpu-report")), "adamas-run-report")
 
 
