@@ -6,9 +6,10 @@
 Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
 scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
 alone) beside the two-kernel path it replaced (`kernels.manhattan`, then the histogram
-`kernels.select`); sparse attention — and the whole step both ways (`adamas.decode_attention`,
-which runs the fused path, and the same step through the two kernels), against dense SDPA over
-the same bf16 K/V cache, with CUDA graphs over rotating input sets. Dense decode is timed
+`kernels.select`); sparse attention — and the whole step three ways (`adamas.decode_attention`
+as it picks its path, the same step through the two kernels, and through the fused path at
+every length and budget: `adamas_fused_us`), against dense SDPA over the same bf16 K/V cache,
+with CUDA graphs over rotating input sets. Dense decode is timed
 three ways: SDPA's flash path (no mask), the split-K kernel `kernels.dense_attention` under a
 mask of all slots (what a fixed-capacity cache's dense step runs), and SDPA with that mask.
 Checks that both selection paths pick the same tokens. `--flex` adds FlexAttention's dense
@@ -37,6 +38,7 @@ from benchmarks.common import device_slug, input_sets, kernel_us, print_table, t
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}  # (Hq, Hkv, d)
 COPY_BANDWIDTH = 3.0e12  # bytes/s, device-to-device copy measured on the H100 (see shared notes)
 NEAREST = importlib.import_module("adamas.kernels.nearest")
+OPS = importlib.import_module("adamas.ops")
 SWEEP = {  # launch constants of the fused selection tried by --sweep, one change at a time
     "default": {},
     "BLOCK_L=128": {"BLOCK_L": 128},
@@ -157,6 +159,8 @@ def bench_case(
         config = adamas.AdamasConfig(budget=budget, dense_layers=())
         total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))
         two_kernel_us = stage_us(two_kernel_step, ["q", "k", "v", "k_codes"], budget)
+        with fused_everywhere():  # the step as decode_attention runs it where the fused path serves every case
+            fused_us = stage_us(adamas.decode_attention, ["q", "k", "v", "k_codes"], config)
         gathered = batch * hq * k * d * 2 * 2
         floor_us = (codes_bytes + gathered) / COPY_BANDWIDTH * 1e6
         record = {
@@ -168,6 +172,7 @@ def bench_case(
             "adamas_us_min": total["min"],
             "adamas_us_max": total["max"],
             "adamas_two_kernel_us": two_kernel_us,
+            "adamas_fused_us": fused_us,
             "dense_us": dense_us,
             "dense_split_k_us": split_k_us,
             "dense_masked_sdpa_us": masked_sdpa_us,
@@ -201,6 +206,17 @@ def bench_case(
     sets.clear()  # free the inputs before the next case allocates its own
     torch.cuda.empty_cache()
     return records
+
+
+@contextlib.contextmanager
+def fused_everywhere():
+    """decode_attention takes the fused selection at every length and budget inside the block."""
+    saved = OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET
+    OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET = 0, 2**31
+    try:
+        yield
+    finally:
+        OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET = saved
 
 
 @contextlib.contextmanager
