@@ -8,12 +8,9 @@ kernels and one pass over the key codes:
 2. threshold (select.py's kernel on the coarse histograms): the bin t holding the k-th
    smallest distance, and where each chunk's picks go;
 3. split: each chunk writes its tokens below bin t as picks, and its tokens in bin t as
-   candidates (token << SHIFT | the distance's low bits) in token order, with the candidates'
-   fine histogram (their low bits);
-4. finish, one program per chunk again: the row's fine histograms give the exact k-th distance
-   and how many candidates below it and tied with it come before the chunk; the chunk's
-   candidates below it and its share of the earliest ties complete the row; slots past the
-   valid tokens get -1.
+   candidates (token << SHIFT | the distance's low bits) in token order;
+4. finish: per row, the candidates' fine histogram gives the exact k-th distance; those below
+   it and then the earliest ties complete the row; slots past the valid tokens get -1.
 Deterministic: picks below bin t, then candidates below the k-th distance, then the earliest
 ties, each group in token order.
 """
@@ -36,7 +33,7 @@ MAX_CHUNKS = 128  # chunks per row at most: what the threshold kernel reads at o
 COARSE_BINS = 32  # bins of the scan's histogram: its cost grows with the bins
 SCAN_WARPS = 4
 SPLIT_BLOCK = 2048  # tokens per step of the split kernel
-FINISH_BLOCK = 256  # candidates per step of a finish program (one per chunk: most have far fewer)
+FINISH_BLOCK = 1024  # candidates per step of the finish kernel
 EXCLUDED_16 = tl.constexpr(32767)  # an excluded token's int16 distance: past every bin, so it sorts last
 
 
@@ -133,7 +130,6 @@ def _split_kernel(
     row_ptr,
     o_ptr,
     c_ptr,
-    f_ptr,
     L,
     K,
     N_CHUNKS,
@@ -145,7 +141,6 @@ def _split_kernel(
     VEC: tl.constexpr,
 ):
     i_c, i_r = tl.program_id(0), tl.program_id(1)
-    FINE: tl.constexpr = 1 << SHIFT
     t = tl.load(row_ptr + i_r * 4)
     n_below = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2)
     n_cand = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
@@ -156,8 +151,6 @@ def _split_kernel(
     # [BLOCK // VEC, VEC] row r holds tokens r * VEC .. + VEC - 1: one thread's vector, so the ranks
     # are a scan within threads plus a short one across them, and the scattered stores keep the layout
     o_v = VEC * tl.arange(0, BLOCK // VEC)[:, None] + tl.arange(0, VEC)[None, :]
-    o_f = tl.arange(0, 2 * FINE)
-    b_fine = tl.zeros([2 * FINE], dtype=tl.int32)  # the candidates' low bits; bin FINE takes the other lanes
     for i in range(N_STEPS):
         o_l = (i_c * N_STEPS + i) * BLOCK + o_v
         # rows are padded to whole vectors, and the scan wrote the padding as excluded
@@ -170,52 +163,39 @@ def _split_kernel(
         b_rank = tl.cumsum(b_hit, 1) + (tl.cumsum(b_row, 0) - b_row)[:, None]  # inclusive, in token order
         tl.store(o_ptr + i_r * K + n_below + (b_rank & 0xFFFF) - 1, o_l.to(tl.int64), mask=m_below)
         tl.store(c_ptr + i_r * L + n_cand + (b_rank >> 16) - 1, (o_l << SHIFT) | (b_d - lo), mask=m_cand)
-        b_fine += tl.histogram(tl.reshape(tl.where(m_cand, b_d - lo, FINE), [BLOCK]), 2 * FINE)
         b_total = tl.sum(b_row, 0)
         n_below += b_total & 0xFFFF
         n_cand += b_total >> 16
-    tl.store(f_ptr + (i_r * N_CHUNKS + i_c) * FINE + o_f, b_fine, mask=o_f < FINE)
 
 
 @triton.jit
 def _finish_kernel(
-    row_ptr,
-    base_ptr,
-    f_ptr,
-    c_ptr,
-    o_ptr,
-    L,
-    K,
-    N_CHUNKS,
-    SHIFT: tl.constexpr,
-    CH_PAD: tl.constexpr,
-    BLOCK: tl.constexpr,
+    row_ptr, c_ptr, o_ptr, L, K, NBINS: tl.constexpr, SHIFT: tl.constexpr, FINE_BINS: tl.constexpr, BLOCK: tl.constexpr
 ):
-    i_c, i_r = tl.program_id(0), tl.program_id(1)
-    FINE: tl.constexpr = 1 << SHIFT
+    i_r = tl.program_id(0)
+    t = tl.load(row_ptr + i_r * 4)
     need = tl.load(row_ptr + i_r * 4 + 1)
     below = tl.load(row_ptr + i_r * 4 + 2)
-    # [CH_PAD, FINE] every chunk's fine histogram of its candidates: the row's k-th distance, and
-    # how many candidates below it and tied with it come before this chunk's
-    o_ch = tl.arange(0, CH_PAD)
-    o_f = tl.arange(0, FINE)
-    p_f = f_ptr + (i_r * N_CHUNKS + o_ch[:, None]) * FINE + o_f[None, :]
-    b_fine = tl.load(p_f, mask=(o_ch < N_CHUNKS)[:, None], other=0)
-    b_row = tl.sum(b_fine, 0)  # [FINE]
-    t_fine = tl.min(tl.where(tl.cumsum(b_row, 0) >= need, o_f, FINE), 0)
-    below_fine = tl.sum(tl.where(o_f < t_fine, b_row, 0), 0)
-    b_chunk = tl.sum(tl.where(o_f[None, :] < t_fine, b_fine, 0), 1)  # [CH_PAD] per chunk: below t_fine
-    n_lt = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
-    b_chunk = tl.sum(tl.where(o_f[None, :] == t_fine, b_fine, 0), 1)  # tied with it
-    n_eq = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
-    n_mine = tl.sum(tl.where(o_ch == i_c, tl.sum(b_fine, 1), 0), 0)
-    p_c = c_ptr + i_r * L + tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
-    for start in range(0, n_mine, BLOCK):
+    n_cand = tl.where(t < NBINS - 1, tl.load(row_ptr + i_r * 4 + 3), 0)
+    o_f = tl.arange(0, FINE_BINS)
+    p_c = c_ptr + i_r * L
+    b_hist = tl.zeros([FINE_BINS], dtype=tl.int32)
+    for start in range(0, n_cand, BLOCK):
         o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_mine
+        m_n = o_n < n_cand
+        b_fine = tl.load(p_c + o_n, mask=m_n, other=0) & ((1 << SHIFT) - 1)
+        b_hist += tl.histogram(tl.where(m_n, b_fine, 1 << SHIFT), FINE_BINS)
+    # the k-th distance's low bits, and how many candidates lie below it
+    t_fine = tl.min(tl.where(tl.cumsum(b_hist, 0) >= need, o_f, FINE_BINS), 0)
+    below_fine = tl.sum(tl.where(o_f < t_fine, b_hist, 0), 0)
+    n_lt = tl.full([], 0, tl.int32)
+    n_eq = tl.full([], 0, tl.int32)
+    for start in range(0, n_cand, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_cand
         b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
-        m_lt = m_n & ((b_c & (FINE - 1)) < t_fine)
-        m_eq = m_n & ((b_c & (FINE - 1)) == t_fine)
+        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
+        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
         b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
         b_tie = n_eq + (b_rank >> 16) - 1
         b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
@@ -223,10 +203,9 @@ def _finish_kernel(
         tl.store(o_ptr + i_r * K + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
         n_lt += tl.sum(m_lt.to(tl.int32), 0)
         n_eq += tl.sum(m_eq.to(tl.int32), 0)
-    if i_c == 0:  # fewer valid tokens than K: empty slots
-        for start in range(below + tl.minimum(need, tl.sum(b_row, 0)), K, BLOCK):
-            o_k = start + tl.arange(0, BLOCK)
-            tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+    for start in range(below + tl.minimum(need, n_cand), K, BLOCK):  # fewer valid tokens than K: empty slots
+        o_k = start + tl.arange(0, BLOCK)
+        tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
 
 
 class Scan(NamedTuple):
@@ -336,7 +315,6 @@ def nearest(
     bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=q_codes.device)  # (below, candidate) starts
     rows = torch.empty(b * hq, 4, dtype=torch.int32, device=q_codes.device)  # (t, need, below, in bin t)
     cand = torch.empty(b * hq, length, dtype=torch.int32, device=q_codes.device)  # token << shift | low bits
-    fine = torch.empty(b * hq, n_chunks, 1 << s.shift, dtype=torch.int32, device=q_codes.device)
     out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
     group = triton.next_power_of_2(n_chunks)
     _threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
@@ -347,7 +325,6 @@ def nearest(
         rows,
         out,
         cand,
-        fine,
         length,
         k,
         n_chunks,
@@ -358,7 +335,7 @@ def nearest(
         N_STEPS=s.chunk // block,
         VEC=8,  # 8 int16: 16-byte vectors
     )
-    _finish_kernel[(n_chunks, b * hq)](
-        rows, bases, fine, cand, out, length, k, n_chunks, s.shift, triton.next_power_of_2(n_chunks), FINISH_BLOCK
-    )
+    # the low bits' 2**shift values, then one bin for lanes past the candidates
+    fine_bins = 2 << s.shift
+    _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, FINISH_BLOCK)
     return out
