@@ -1,5 +1,7 @@
 """The whole decode step on both backends, and every error path of the public API."""
 
+import importlib
+
 import pytest
 import torch
 from helpers import DEVICE, assert_close, assert_valid_selection, dtypes, randn, random_codes, seeded, shapes
@@ -234,3 +236,27 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     (out_fused, idx_fused), (out_two, idx_two) = runs
     assert torch.equal(idx_fused.sort(-1).values, idx_two.sort(-1).values)
     assert_close("decode_attention", out_fused, out_two, torch.float32)
+
+
+def test_masked_steps_take_the_fused_selection_at_any_length():
+    """The dispatch rule: bare steps by size, masked or forced ones always, large budgets never."""
+    assert not adamas.ops.uses_fused_selection(128, 8192, masked=False)
+    assert adamas.ops.uses_fused_selection(128, adamas.ops.NEAREST_MIN_TOKENS, masked=False)
+    assert adamas.ops.uses_fused_selection(128, 700, masked=True)
+    assert not adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET + 1, 1 << 20, masked=True)
+
+
+def test_a_masked_decode_step_runs_the_fused_kernel(monkeypatch):
+    """A short step with a padding mask goes through kernels.nearest; the same step bare does not."""
+    kernels = importlib.import_module("adamas.kernels")
+    calls = []
+    real = kernels.nearest
+    monkeypatch.setattr(kernels, "nearest", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    gen = seeded("dispatch")
+    q, k, v, codes = decode_inputs((1, 4, 2, 300, 64), torch.float32, gen)
+    config = adamas.AdamasConfig(budget=32, dense_layers=(), backend="triton")
+    adamas.decode_attention(q, k, v, codes, config)
+    assert calls == []
+    valid = torch.ones(1, 300, dtype=torch.bool, device=DEVICE)
+    adamas.decode_attention(q, k, v, codes, config, valid=valid)
+    assert calls == [1]
