@@ -283,7 +283,7 @@ NEAREST_MIN_TOKENS = 65536
 """The fused nearest kernel serves budgets up to NEAREST_MAX_BUDGET; other steps take
 manhattan + select. Both give the same set. A bare step (no padding mask, no sink or recent
 tokens) takes it over at least NEAREST_MIN_TOKENS keys (batch x context): in
-attention_h100.json and attention_h200.json the fused path wins from 64K tokens (1.6x vs 1.3x
+attention_h100.json and attention_h200.json the fused path wins from 64K tokens (1.6x vs 1.4x
 over dense at 128K, batch 1, on the H200), is a few µs slower below, and loses from budget 512,
 where its finish pass loops over a large tie bin. A masked step, or one with sink or recent
 tokens, takes it at any length: the two-kernel path then adds the torch ops of mark_forced

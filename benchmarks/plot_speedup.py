@@ -1,7 +1,7 @@
 """The README's chart: attention-step speedup over SDPA dense vs context, from attention_<device>.json.
 
 Writes a dependency-free SVG (no plotly export engine needed):
-`python -m benchmarks.plot_speedup benchmarks/results/attention_h100.json assets/attention_speedup.svg`.
+`python -m benchmarks.plot_speedup benchmarks/results/attention_h200.json assets/attention_speedup.svg`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ kernels and one pass over the key codes:
    candidates (token << SHIFT | the distance's low bits) in token order;
 4. finish: per row, the candidates' fine histogram gives the exact k-th distance; those below
    it and then the earliest ties complete the row; slots past the valid tokens get -1.
+   With FINISH_PER_CHUNK, one program per chunk instead: the split kernel also counts its
+   candidates by their low bits, and each chunk reads every chunk's counts to place its own.
 Deterministic: picks below bin t, then candidates below the k-th distance, then the earliest
 ties, each group in token order.
 """
@@ -34,6 +36,12 @@ COARSE_BINS = 32  # bins of the scan's histogram: its cost grows with the bins
 SCAN_WARPS = 4
 SPLIT_BLOCK = 2048  # tokens per step of the split kernel
 FINISH_BLOCK = 1024  # candidates per step of the finish kernel
+# The finish as one program per chunk instead of per row (_finish_chunk_kernel). Off: measured
+# with the split kernel counting every lane (tl.histogram) it lost at batch 8 (commit bfc333b,
+# attention_h200_finish_per_chunk.json); the split now counts only candidate lanes (atomics),
+# not yet measured on a GPU: `bench_attention --sweep` times both.
+FINISH_PER_CHUNK = False
+CHUNK_FINISH_BLOCK = 256  # candidates per step of a per-chunk finish program (most have far fewer)
 EXCLUDED_16 = tl.constexpr(32767)  # an excluded token's int16 distance: past every bin, so it sorts last
 
 
@@ -130,6 +138,7 @@ def _split_kernel(
     row_ptr,
     o_ptr,
     c_ptr,
+    f_ptr,
     L,
     K,
     N_CHUNKS,
@@ -139,9 +148,16 @@ def _split_kernel(
     BLOCK: tl.constexpr,
     N_STEPS: tl.constexpr,
     VEC: tl.constexpr,
+    FINE_COUNTS: tl.constexpr,
 ):
     i_c, i_r = tl.program_id(0), tl.program_id(1)
     t = tl.load(row_ptr + i_r * 4)
+    # FINE_COUNTS: the chunk's candidates counted by their low bits (for _finish_chunk_kernel),
+    # by atomics on the few lanes in bin t; the chunk owns its FINE counters, zeroed here first
+    p_f = f_ptr + (i_r * N_CHUNKS + i_c) * (1 << SHIFT)
+    if FINE_COUNTS:
+        tl.store(p_f + tl.arange(0, 1 << SHIFT), tl.zeros([1 << SHIFT], dtype=tl.int32))
+        tl.debug_barrier()
     n_below = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2)
     n_cand = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
     # bin t holds the distances lo .. hi - 1 (as _bin counts them); excluded ties (t = NBINS - 1)
@@ -163,6 +179,8 @@ def _split_kernel(
         b_rank = tl.cumsum(b_hit, 1) + (tl.cumsum(b_row, 0) - b_row)[:, None]  # inclusive, in token order
         tl.store(o_ptr + i_r * K + n_below + (b_rank & 0xFFFF) - 1, o_l.to(tl.int64), mask=m_below)
         tl.store(c_ptr + i_r * L + n_cand + (b_rank >> 16) - 1, (o_l << SHIFT) | (b_d - lo), mask=m_cand)
+        if FINE_COUNTS:
+            tl.atomic_add(p_f + (b_d - lo), 1, mask=m_cand, sem="relaxed", scope="cta")
         b_total = tl.sum(b_row, 0)
         n_below += b_total & 0xFFFF
         n_cand += b_total >> 16
@@ -206,6 +224,58 @@ def _finish_kernel(
     for start in range(below + tl.minimum(need, n_cand), K, BLOCK):  # fewer valid tokens than K: empty slots
         o_k = start + tl.arange(0, BLOCK)
         tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+
+
+@triton.jit
+def _finish_chunk_kernel(
+    row_ptr,
+    base_ptr,
+    f_ptr,
+    c_ptr,
+    o_ptr,
+    L,
+    K,
+    N_CHUNKS,
+    SHIFT: tl.constexpr,
+    CH_PAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i_c, i_r = tl.program_id(0), tl.program_id(1)
+    FINE: tl.constexpr = 1 << SHIFT
+    need = tl.load(row_ptr + i_r * 4 + 1)
+    below = tl.load(row_ptr + i_r * 4 + 2)
+    # [CH_PAD, FINE] every chunk's fine histogram of its candidates: the row's k-th distance, and
+    # how many candidates below it and tied with it come before this chunk's
+    o_ch = tl.arange(0, CH_PAD)
+    o_f = tl.arange(0, FINE)
+    p_f = f_ptr + (i_r * N_CHUNKS + o_ch[:, None]) * FINE + o_f[None, :]
+    b_fine = tl.load(p_f, mask=(o_ch < N_CHUNKS)[:, None], other=0)
+    b_row = tl.sum(b_fine, 0)  # [FINE]
+    t_fine = tl.min(tl.where(tl.cumsum(b_row, 0) >= need, o_f, FINE), 0)
+    below_fine = tl.sum(tl.where(o_f < t_fine, b_row, 0), 0)
+    b_chunk = tl.sum(tl.where(o_f[None, :] < t_fine, b_fine, 0), 1)  # [CH_PAD] per chunk: below t_fine
+    n_lt = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
+    b_chunk = tl.sum(tl.where(o_f[None, :] == t_fine, b_fine, 0), 1)  # tied with it
+    n_eq = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
+    n_mine = tl.sum(tl.where(o_ch == i_c, tl.sum(b_fine, 1), 0), 0)
+    p_c = c_ptr + i_r * L + tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
+    for start in range(0, n_mine, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_mine
+        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
+        m_lt = m_n & ((b_c & (FINE - 1)) < t_fine)
+        m_eq = m_n & ((b_c & (FINE - 1)) == t_fine)
+        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
+        b_tie = n_eq + (b_rank >> 16) - 1
+        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
+        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
+        tl.store(o_ptr + i_r * K + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
+        n_lt += tl.sum(m_lt.to(tl.int32), 0)
+        n_eq += tl.sum(m_eq.to(tl.int32), 0)
+    if i_c == 0:  # fewer valid tokens than K: empty slots
+        for start in range(below + tl.minimum(need, tl.sum(b_row, 0)), K, BLOCK):
+            o_k = start + tl.arange(0, BLOCK)
+            tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
 
 
 class Scan(NamedTuple):
@@ -315,6 +385,12 @@ def nearest(
     bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=q_codes.device)  # (below, candidate) starts
     rows = torch.empty(b * hq, 4, dtype=torch.int32, device=q_codes.device)  # (t, need, below, in bin t)
     cand = torch.empty(b * hq, length, dtype=torch.int32, device=q_codes.device)  # token << shift | low bits
+    # the candidates' counts by low bits, per chunk: only the per-chunk finish reads them
+    fine = (
+        torch.empty(b * hq, n_chunks, 1 << s.shift, dtype=torch.int32, device=q_codes.device)
+        if FINISH_PER_CHUNK
+        else cand
+    )
     out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
     group = triton.next_power_of_2(n_chunks)
     _threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
@@ -325,6 +401,7 @@ def nearest(
         rows,
         out,
         cand,
+        fine,
         length,
         k,
         n_chunks,
@@ -334,7 +411,23 @@ def nearest(
         BLOCK=block,
         N_STEPS=s.chunk // block,
         VEC=8,  # 8 int16: 16-byte vectors
+        FINE_COUNTS=FINISH_PER_CHUNK,
     )
+    if FINISH_PER_CHUNK:
+        _finish_chunk_kernel[(n_chunks, b * hq)](
+            rows,
+            bases,
+            fine,
+            cand,
+            out,
+            length,
+            k,
+            n_chunks,
+            s.shift,
+            triton.next_power_of_2(n_chunks),
+            CHUNK_FINISH_BLOCK,
+        )
+        return out
     # the low bits' 2**shift values, then one bin for lanes past the candidates
     fine_bins = 2 << s.shift
     _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, FINISH_BLOCK)

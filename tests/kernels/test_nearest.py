@@ -32,12 +32,18 @@ def case_id(case: tuple[int, ...]) -> str:
     return f"B{b}-Hq{hq}-Hkv{hkv}-L{length}-d{d}"
 
 
-@pytest.fixture(params=["default-blocks", "small-blocks"])
+@pytest.fixture(params=["default-blocks", "small-blocks", "per-chunk-finish"])
 def blocks(request, monkeypatch):
-    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps."""
-    if request.param == "small-blocks":
+    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps.
+
+    per-chunk-finish: shrunk too, with the finish pass as one program per chunk (FINISH_PER_CHUNK).
+    """
+    if request.param != "default-blocks":
         for name, value in {"BLOCK_L": 32, "MAX_CHUNKS": 8, "SPLIT_BLOCK": 64, "FINISH_BLOCK": 32}.items():
             monkeypatch.setattr(NEAREST, name, value)
+    if request.param == "per-chunk-finish":
+        monkeypatch.setattr(NEAREST, "FINISH_PER_CHUNK", True)
+        monkeypatch.setattr(NEAREST, "CHUNK_FINISH_BLOCK", 16)
     return request.param
 
 
