@@ -187,6 +187,35 @@ def _split_kernel(
 
 
 @triton.jit
+def _place_candidates(
+    p_c, p_o, n_cand, t_fine, below, below_fine, n_lt, n_eq, need, SHIFT: tl.constexpr, BLOCK: tl.constexpr
+):
+    """Write the row's candidates p_c[:n_cand] below the k-th distance's low bits t_fine, then the
+    earliest ties while the row needs them; n_lt, n_eq: those below and tied that came before."""
+    for start in range(0, n_cand, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_cand
+        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
+        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
+        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
+        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
+        b_tie = n_eq + (b_rank >> 16) - 1
+        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
+        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
+        tl.store(p_o + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
+        n_lt += tl.sum(m_lt.to(tl.int32), 0)
+        n_eq += tl.sum(m_eq.to(tl.int32), 0)
+
+
+@triton.jit
+def _fill_empty(p_o, start, K, BLOCK: tl.constexpr):
+    """Slots start .. K - 1 of a row get -1: fewer valid tokens than K."""
+    for first in range(start, K, BLOCK):
+        o_k = first + tl.arange(0, BLOCK)
+        tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+
+
+@triton.jit
 def _finish_kernel(
     row_ptr, c_ptr, o_ptr, L, K, NBINS: tl.constexpr, SHIFT: tl.constexpr, FINE_BINS: tl.constexpr, BLOCK: tl.constexpr
 ):
@@ -206,24 +235,9 @@ def _finish_kernel(
     # the k-th distance's low bits, and how many candidates lie below it
     t_fine = tl.min(tl.where(tl.cumsum(b_hist, 0) >= need, o_f, FINE_BINS), 0)
     below_fine = tl.sum(tl.where(o_f < t_fine, b_hist, 0), 0)
-    n_lt = tl.full([], 0, tl.int32)
-    n_eq = tl.full([], 0, tl.int32)
-    for start in range(0, n_cand, BLOCK):
-        o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_cand
-        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
-        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
-        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
-        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
-        b_tie = n_eq + (b_rank >> 16) - 1
-        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
-        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
-        tl.store(o_ptr + i_r * K + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
-        n_lt += tl.sum(m_lt.to(tl.int32), 0)
-        n_eq += tl.sum(m_eq.to(tl.int32), 0)
-    for start in range(below + tl.minimum(need, n_cand), K, BLOCK):  # fewer valid tokens than K: empty slots
-        o_k = start + tl.arange(0, BLOCK)
-        tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+    zero = tl.full([], 0, tl.int32)
+    _place_candidates(p_c, o_ptr + i_r * K, n_cand, t_fine, below, below_fine, zero, zero, need, SHIFT, BLOCK)
+    _fill_empty(o_ptr + i_r * K, below + tl.minimum(need, n_cand), K, BLOCK)
 
 
 @triton.jit
@@ -244,7 +258,7 @@ def _finish_chunk_kernel(
     FINE: tl.constexpr = 1 << SHIFT
     need = tl.load(row_ptr + i_r * 4 + 1)
     below = tl.load(row_ptr + i_r * 4 + 2)
-    # [CH_PAD, FINE] every chunk's fine histogram of its candidates: the row's k-th distance, and
+    # [CH_PAD, FINE] every chunk's candidate counts by low bits: the row's k-th distance, and
     # how many candidates below it and tied with it come before this chunk's
     o_ch = tl.arange(0, CH_PAD)
     o_f = tl.arange(0, FINE)
@@ -259,23 +273,9 @@ def _finish_chunk_kernel(
     n_eq = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
     n_mine = tl.sum(tl.where(o_ch == i_c, tl.sum(b_fine, 1), 0), 0)
     p_c = c_ptr + i_r * L + tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
-    for start in range(0, n_mine, BLOCK):
-        o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_mine
-        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
-        m_lt = m_n & ((b_c & (FINE - 1)) < t_fine)
-        m_eq = m_n & ((b_c & (FINE - 1)) == t_fine)
-        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
-        b_tie = n_eq + (b_rank >> 16) - 1
-        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
-        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
-        tl.store(o_ptr + i_r * K + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
-        n_lt += tl.sum(m_lt.to(tl.int32), 0)
-        n_eq += tl.sum(m_eq.to(tl.int32), 0)
-    if i_c == 0:  # fewer valid tokens than K: empty slots
-        for start in range(below + tl.minimum(need, tl.sum(b_row, 0)), K, BLOCK):
-            o_k = start + tl.arange(0, BLOCK)
-            tl.store(o_ptr + i_r * K + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+    _place_candidates(p_c, o_ptr + i_r * K, n_mine, t_fine, below, below_fine, n_lt, n_eq, need, SHIFT, BLOCK)
+    if i_c == 0:
+        _fill_empty(o_ptr + i_r * K, below + tl.minimum(need, tl.sum(b_row, 0)), K, BLOCK)
 
 
 class Scan(NamedTuple):
