@@ -33,7 +33,7 @@ import torch
 import transformers
 
 import adamas
-from adamas import integration, ops
+from adamas import integration
 from adamas.static import PREFILL_CHUNK, WARMUP_STEPS, GraphDecoder
 from benchmarks.common import device_slug, write_results
 
@@ -250,16 +250,9 @@ def main() -> None:
         choices=["auto", "torch"],
         help="masked dense decode steps: the split-K kernel on CUDA (auto) or SDPA (torch), the baseline before it",
     )
-    parser.add_argument(
-        "--nearest-min-tokens",
-        type=int,
-        default=ops.NEAREST_MIN_TOKENS,
-        help="batch x context from which a step takes the fused selection (adamas.ops.NEAREST_MIN_TOKENS)",
-    )
     parser.add_argument("--out", type=Path, default=None, help="result file (default results/e2e_<device>.json)")
     args = parser.parse_args()
     integration.DENSE_BACKEND = args.dense_backend
-    ops.NEAREST_MIN_TOKENS = args.nearest_min_tokens
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
