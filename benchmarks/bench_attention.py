@@ -9,9 +9,9 @@ alone) beside the two-kernel path it replaced (`kernels.manhattan`, then the his
 `kernels.select`); sparse attention — and the whole step three ways (`adamas.decode_attention`
 as it picks its path, the same step through the two kernels, and through the fused path at
 every length and budget: `adamas_fused_us`), against dense SDPA over the same bf16 K/V cache,
-with CUDA graphs over rotating input sets. Dense decode is timed
-three ways: SDPA's flash path (no mask), the split-K kernel `kernels.dense_attention` under a
-mask of all slots (what a fixed-capacity cache's dense step runs), and SDPA with that mask.
+with CUDA graphs over rotating input sets. Dense decode is timed three ways: SDPA's flash path
+(no mask), the split-K kernel `kernels.dense_attention` under a mask of all slots (what a
+fixed-capacity cache's dense step runs), and SDPA with that mask.
 Checks that both selection paths pick the same tokens. `--flex` adds FlexAttention's dense
 decode (compiled per shape; its error is recorded if it fails); `--topk` adds torch.topk over
 the distances; `--profile` adds each kernel's device time in the budget-128 step (eager, the
@@ -166,7 +166,7 @@ def bench_case(
         if OPS.uses_fused_selection(budget, batch * length, masked=False):
             fused_us = total["median"]  # decode_attention took the fused path already
         else:
-            with fused_everywhere():  # the step as decode_attention runs it where the fused path serves every case
+            with module_constants(OPS, FUSED_EVERYWHERE):  # decode_attention with the fused path for every case
                 fused_us = stage_us(adamas.decode_attention, ["q", "k", "v", "k_codes"], config)
         gathered = batch * hq * k * d * 2 * 2
         floor_us = (codes_bytes + gathered) / COPY_BANDWIDTH * 1e6
@@ -206,7 +206,6 @@ def bench_case(
         if topk:  # what the histogram select replaced
             record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
         if profile and budget == PROFILED_BUDGET:
-            s0 = sets[0]
             step = functools.partial(adamas.decode_attention, s0["q"], s0["k"], s0["v"], s0["k_codes"], config)
             record |= profile_record(step, functools.partial(dense_split_k, s0["q"], s0["k"], s0["v"], s0["valid"]))
         records.append(record)
@@ -215,28 +214,20 @@ def bench_case(
     return records
 
 
-@contextlib.contextmanager
-def fused_everywhere():
-    """decode_attention takes the fused selection at every length and budget inside the block."""
-    saved = OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET
-    OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET = 0, 2**31
-    try:
-        yield
-    finally:
-        OPS.NEAREST_MIN_TOKENS, OPS.NEAREST_MAX_BUDGET = saved
+FUSED_EVERYWHERE = {"NEAREST_MIN_TOKENS": 0, "NEAREST_MAX_BUDGET": 2**31}  # adamas.ops: every step takes nearest
 
 
 @contextlib.contextmanager
-def launch_constants(values: dict):
-    """Set adamas.kernels.nearest's module constants for the block, then put the shipped ones back."""
-    saved = {name: getattr(NEAREST, name) for name in values}
+def module_constants(module, values: dict):
+    """Set `module`'s constants to `values` for the block, then put the shipped ones back."""
+    saved = {name: getattr(module, name) for name in values}
     for name, value in values.items():
-        setattr(NEAREST, name, value)
+        setattr(module, name, value)
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(NEAREST, name, value)
+            setattr(module, name, value)
 
 
 def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
@@ -248,7 +239,7 @@ def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
     sets[0]["dist"] = kernels.manhattan(sets[0]["q_codes"], sets[0]["k_codes"])
     records = []
     for variant, values in SWEEP.items():
-        with launch_constants(values):
+        with module_constants(NEAREST, values):
             nearest = time_us(calls(sets, kernels.nearest, ["q_codes", "k_codes"], budget), SECONDARY_REPS)
             scan = time_us(calls(sets, NEAREST.scan_distances, ["q_codes", "k_codes"]), SECONDARY_REPS)
             same = same_selection(sets[0], budget)
