@@ -49,6 +49,7 @@ test-gpu:
 # its kernels (--profile). The old whole-model baseline (SDPA for the masked dense steps) is
 # `bench_e2e --dense-backend torch --batches 1`, measured in e2e_h200_sdpa.json.
 BENCH_DEVICE ?= h200
+BENCH_DIR ?= benchmarks/results
 bench-gpu:
-	$(GPU_PYTHON) -m benchmarks.bench_e2e --out benchmarks/results/e2e_$(BENCH_DEVICE).json
-	$(GPU_PYTHON) -m benchmarks.bench_attention --profile --out benchmarks/results/attention_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_e2e --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_attention --profile --out $(BENCH_DIR)/attention_$(BENCH_DEVICE).json

@@ -279,33 +279,22 @@ def decode_attention(
 
 
 NEAREST_MAX_BUDGET = 256
-NEAREST_MIN_TOKENS = 65536
-"""The fused nearest kernel serves budgets up to NEAREST_MAX_BUDGET; other steps take
-manhattan + select. Both give the same set. A bare step (no padding mask, no sink or recent
-tokens) takes it over at least NEAREST_MIN_TOKENS keys (batch x context): in
-attention_h100.json and attention_h200.json the fused path wins from 64K tokens (1.6x vs 1.4x
-over dense at 128K, batch 1, on the H200), is a few µs slower below, and loses from budget 512,
-where its finish pass loops over a large tie bin. A masked step, or one with sink or recent
-tokens, takes it at any length: the two-kernel path then adds the torch ops of mark_forced
-and drop_excluded, and inside the model (a CUDA-graph decode, a mask of the written slots)
-the fused path made the whole 8B step 1.3 ms faster at 8K, 1.7 ms at 32K (batch 1, H200:
-e2e_h200_fused_everywhere.json against e2e_h200.json)."""
+"""The fused nearest kernel serves budgets up to NEAREST_MAX_BUDGET; larger budgets take
+manhattan + select. Both give the same set. With 64 coarse bins the fused path is as fast or
+faster at every length up to budget 256 (attention_h200.json: 18.7 vs 20.9 µs at 4K, 33.7 vs
+36.9 µs at 32K, 55.6 vs 88.6 µs at 128K, batch 1, budget 128) and a wash from budget 512,
+where its finish pass loops over a large tie bin."""
 
 
-def uses_fused_selection(budget: int, tokens: int, masked: bool) -> bool:
-    """Whether a step of `budget` over `tokens` keys (batch x context) takes kernels.nearest.
-
-    `masked`: the step has a padding mask or forced (sink / recent) tokens. See NEAREST_MIN_TOKENS.
-    """
-    return budget <= NEAREST_MAX_BUDGET and (masked or tokens >= NEAREST_MIN_TOKENS)
+def uses_fused_selection(budget: int) -> bool:
+    """Whether a step of `budget` takes kernels.nearest (otherwise kernels.manhattan + select)."""
+    return budget <= NEAREST_MAX_BUDGET
 
 
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    masked = valid is not None or config.sink > 0 or config.recent > 0
-    fused = uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2], masked)
-    if impl is not reference and fused:
+    if impl is not reference and uses_fused_selection(config.budget):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]

@@ -50,7 +50,8 @@ SWEEP = {  # launch constants of the fused selection tried by --sweep, one chang
     "SCAN_PROGRAMS=512": {"SCAN_PROGRAMS": 512},
     "SCAN_PROGRAMS=2048": {"SCAN_PROGRAMS": 2048},
     "MAX_CHUNKS=64": {"MAX_CHUNKS": 64},
-    "COARSE_BINS=64": {"COARSE_BINS": 64},
+    "COARSE_BINS=32": {"COARSE_BINS": 32},
+    "COARSE_BINS=128": {"COARSE_BINS": 128},
     "FINISH_PER_CHUNK": {"FINISH_PER_CHUNK": True},
 }
 PROFILED_BUDGET = 128  # --profile breaks this budget's step (the targets') into its kernels
@@ -163,7 +164,7 @@ def bench_case(
         config = adamas.AdamasConfig(budget=budget, dense_layers=())
         total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))
         two_kernel_us = stage_us(two_kernel_step, ["q", "k", "v", "k_codes"], budget)
-        if OPS.uses_fused_selection(budget, batch * length, masked=False):
+        if OPS.uses_fused_selection(budget):
             fused_us = total["median"]  # decode_attention took the fused path already
         else:
             with module_constants(OPS, FUSED_EVERYWHERE):  # decode_attention with the fused path for every case
@@ -214,7 +215,7 @@ def bench_case(
     return records
 
 
-FUSED_EVERYWHERE = {"NEAREST_MIN_TOKENS": 0, "NEAREST_MAX_BUDGET": 2**31}  # adamas.ops: every step takes nearest
+FUSED_EVERYWHERE = {"NEAREST_MAX_BUDGET": 2**31}  # adamas.ops: every step takes nearest
 
 
 @contextlib.contextmanager

@@ -229,8 +229,7 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     valid[1, 500:] = False  # a static cache's unwritten tail
     config = adamas.AdamasConfig(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
     runs = []
-    for tokens, max_budget in ((0, 1024), (1 << 30, 0)):  # fused everywhere, then never
-        monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", tokens)
+    for max_budget in (1024, 0):  # fused everywhere, then never
         monkeypatch.setattr(adamas.ops, "NEAREST_MAX_BUDGET", max_budget)
         runs.append(adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid))
     (out_fused, idx_fused), (out_two, idx_two) = runs
@@ -238,25 +237,24 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     assert_close("decode_attention", out_fused, out_two, torch.float32)
 
 
-def test_masked_steps_take_the_fused_selection_at_any_length():
-    """The dispatch rule: bare steps by size, masked or forced ones always, large budgets never."""
-    assert not adamas.ops.uses_fused_selection(128, 8192, masked=False)
-    assert adamas.ops.uses_fused_selection(128, adamas.ops.NEAREST_MIN_TOKENS, masked=False)
-    assert adamas.ops.uses_fused_selection(128, 700, masked=True)
-    assert not adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET + 1, 1 << 20, masked=True)
+def test_the_dispatch_rule_is_the_budget():
+    """Budgets up to NEAREST_MAX_BUDGET take the fused selection, larger ones manhattan + select."""
+    assert adamas.ops.uses_fused_selection(1)
+    assert adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET)
+    assert not adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET + 1)
 
 
-def test_a_masked_decode_step_runs_the_fused_kernel(monkeypatch):
-    """A short step with a padding mask goes through kernels.nearest; the same step bare does not."""
+@pytest.mark.parametrize("masked", [False, True], ids=["bare", "masked"])
+@pytest.mark.parametrize("budget", [32, 300])
+def test_decode_steps_take_the_fused_kernel_by_budget(budget, masked, monkeypatch):
+    """A step, bare or with a padding mask, goes through kernels.nearest exactly when its budget is small."""
     kernels = importlib.import_module("adamas.kernels")
     calls = []
     real = kernels.nearest
     monkeypatch.setattr(kernels, "nearest", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    gen = seeded("dispatch")
-    q, k, v, codes = decode_inputs((1, 4, 2, 300, 64), torch.float32, gen)
-    config = adamas.AdamasConfig(budget=32, dense_layers=(), backend="triton")
-    adamas.decode_attention(q, k, v, codes, config)
-    assert calls == []
-    valid = torch.ones(1, 300, dtype=torch.bool, device=DEVICE)
+    gen = seeded("dispatch", budget)
+    q, k, v, codes = decode_inputs((1, 4, 2, 400, 64), torch.float32, gen)
+    config = adamas.AdamasConfig(budget=budget, dense_layers=(), backend="triton")
+    valid = torch.ones(1, 400, dtype=torch.bool, device=DEVICE) if masked else None
     adamas.decode_attention(q, k, v, codes, config, valid=valid)
-    assert calls == [1]
+    assert calls == ([1] if budget <= adamas.ops.NEAREST_MAX_BUDGET else [])
