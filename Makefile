@@ -43,11 +43,10 @@ test-floor: $(FLOOR_VENV)/.installed
 test-gpu:
 	$(GPU_PYTHON) -m pytest -n $(GPU_TEST_WORKERS) --gpu-report $(GPU_REPORT)
 
-# Both performance benchmarks on a CUDA machine, in one command (results under benchmarks/results/).
-# On an H200 its parts took 2.3 min (bench_e2e) and about 6.3 min (bench_attention, before it timed
-# adamas_fused_us too), each run on its own. The attention grid also breaks the budget-128 step into
-# its kernels (--profile). The old whole-model baseline (SDPA for the masked dense steps) is
-# `bench_e2e --dense-backend torch --batches 1`, measured in e2e_h200_sdpa.json.
+# Both performance benchmarks on a CUDA machine, in one command (results under BENCH_DIR). On an
+# H200 it took 9 min 15 s: bench_e2e about 2.2 min, then the attention grid, which also breaks the
+# budget-128 step into its kernels (--profile). The old whole-model baseline (SDPA for the masked
+# dense steps) is `bench_e2e --dense-backend torch --batches 1`, measured in e2e_h200_sdpa.json.
 BENCH_DEVICE ?= h200
 BENCH_DIR ?= benchmarks/results
 bench-gpu:

@@ -52,7 +52,6 @@ SWEEP = {  # launch constants of the fused selection tried by --sweep, one chang
     "MAX_CHUNKS=64": {"MAX_CHUNKS": 64},
     "COARSE_BINS=32": {"COARSE_BINS": 32},
     "COARSE_BINS=128": {"COARSE_BINS": 128},
-    "FINISH_PER_CHUNK": {"FINISH_PER_CHUNK": True},
 }
 PROFILED_BUDGET = 128  # --profile breaks this budget's step (the targets') into its kernels
 SECONDARY_REPS = 3  # graph timings of the stages that only explain the totals (the totals take 5)

@@ -11,8 +11,6 @@ kernels and one pass over the key codes:
    candidates (token << SHIFT | the distance's low bits) in token order;
 4. finish: per row, the candidates' fine histogram gives the exact k-th distance; those below
    it and then the earliest ties complete the row; slots past the valid tokens get -1.
-   With FINISH_PER_CHUNK, one program per chunk instead: the split kernel also counts its
-   candidates by their low bits, and each chunk reads every chunk's counts to place its own.
 Deterministic: picks below bin t, then candidates below the k-th distance, then the earliest
 ties, each group in token order.
 """
@@ -38,12 +36,6 @@ COARSE_BINS = 64
 SCAN_WARPS = 4
 SPLIT_BLOCK = 2048  # tokens per step of the split kernel
 FINISH_BLOCK = 1024  # candidates per step of the finish kernel
-# The finish as one program per chunk instead of per row (_finish_chunk_kernel). Off: measured
-# with the split kernel counting every lane (tl.histogram) it lost at batch 8 (commit bfc333b,
-# attention_h200_finish_per_chunk.json); the split now counts only candidate lanes (atomics),
-# not yet measured on a GPU: `bench_attention --sweep` times both.
-FINISH_PER_CHUNK = False
-CHUNK_FINISH_BLOCK = 256  # candidates per step of a per-chunk finish program (most have far fewer)
 EXCLUDED_16 = tl.constexpr(32767)  # an excluded token's int16 distance: past every bin, so it sorts last
 
 
@@ -140,7 +132,6 @@ def _split_kernel(
     row_ptr,
     o_ptr,
     c_ptr,
-    f_ptr,
     L,
     K,
     N_CHUNKS,
@@ -150,16 +141,9 @@ def _split_kernel(
     BLOCK: tl.constexpr,
     N_STEPS: tl.constexpr,
     VEC: tl.constexpr,
-    FINE_COUNTS: tl.constexpr,
 ):
     i_c, i_r = tl.program_id(0), tl.program_id(1)
     t = tl.load(row_ptr + i_r * 4)
-    # FINE_COUNTS: the chunk's candidates counted by their low bits (for _finish_chunk_kernel),
-    # by atomics on the few lanes in bin t; the chunk owns its FINE counters, zeroed here first
-    p_f = f_ptr + (i_r * N_CHUNKS + i_c) * (1 << SHIFT)
-    if FINE_COUNTS:
-        tl.store(p_f + tl.arange(0, 1 << SHIFT), tl.zeros([1 << SHIFT], dtype=tl.int32))
-        tl.debug_barrier()
     n_below = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2)
     n_cand = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
     # bin t holds the distances lo .. hi - 1 (as _bin counts them); excluded ties (t = NBINS - 1)
@@ -181,40 +165,9 @@ def _split_kernel(
         b_rank = tl.cumsum(b_hit, 1) + (tl.cumsum(b_row, 0) - b_row)[:, None]  # inclusive, in token order
         tl.store(o_ptr + i_r * K + n_below + (b_rank & 0xFFFF) - 1, o_l.to(tl.int64), mask=m_below)
         tl.store(c_ptr + i_r * L + n_cand + (b_rank >> 16) - 1, (o_l << SHIFT) | (b_d - lo), mask=m_cand)
-        if FINE_COUNTS:
-            tl.atomic_add(p_f + (b_d - lo), 1, mask=m_cand, sem="relaxed", scope="cta")
         b_total = tl.sum(b_row, 0)
         n_below += b_total & 0xFFFF
         n_cand += b_total >> 16
-
-
-@triton.jit
-def _place_candidates(
-    p_c, p_o, n_cand, t_fine, below, below_fine, n_lt, n_eq, need, SHIFT: tl.constexpr, BLOCK: tl.constexpr
-):
-    """Write the row's candidates p_c[:n_cand] below the k-th distance's low bits t_fine, then the
-    earliest ties while the row needs them; n_lt, n_eq: those below and tied that came before."""
-    for start in range(0, n_cand, BLOCK):
-        o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_cand
-        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
-        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
-        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
-        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
-        b_tie = n_eq + (b_rank >> 16) - 1
-        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
-        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
-        tl.store(p_o + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
-        n_lt += tl.sum(m_lt.to(tl.int32), 0)
-        n_eq += tl.sum(m_eq.to(tl.int32), 0)
-
-
-@triton.jit
-def _fill_empty(p_o, start, K, BLOCK: tl.constexpr):
-    """Slots start .. K - 1 of a row get -1: fewer valid tokens than K."""
-    for first in range(start, K, BLOCK):
-        o_k = first + tl.arange(0, BLOCK)
-        tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
 
 
 @triton.jit
@@ -228,6 +181,7 @@ def _finish_kernel(
     n_cand = tl.where(t < NBINS - 1, tl.load(row_ptr + i_r * 4 + 3), 0)
     o_f = tl.arange(0, FINE_BINS)
     p_c = c_ptr + i_r * L
+    p_o = o_ptr + i_r * K
     b_hist = tl.zeros([FINE_BINS], dtype=tl.int32)
     for start in range(0, n_cand, BLOCK):
         o_n = start + tl.arange(0, BLOCK)
@@ -237,47 +191,26 @@ def _finish_kernel(
     # the k-th distance's low bits, and how many candidates lie below it
     t_fine = tl.min(tl.where(tl.cumsum(b_hist, 0) >= need, o_f, FINE_BINS), 0)
     below_fine = tl.sum(tl.where(o_f < t_fine, b_hist, 0), 0)
-    zero = tl.full([], 0, tl.int32)
-    _place_candidates(p_c, o_ptr + i_r * K, n_cand, t_fine, below, below_fine, zero, zero, need, SHIFT, BLOCK)
-    _fill_empty(o_ptr + i_r * K, below + tl.minimum(need, n_cand), K, BLOCK)
-
-
-@triton.jit
-def _finish_chunk_kernel(
-    row_ptr,
-    base_ptr,
-    f_ptr,
-    c_ptr,
-    o_ptr,
-    L,
-    K,
-    N_CHUNKS,
-    SHIFT: tl.constexpr,
-    CH_PAD: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    i_c, i_r = tl.program_id(0), tl.program_id(1)
-    FINE: tl.constexpr = 1 << SHIFT
-    need = tl.load(row_ptr + i_r * 4 + 1)
-    below = tl.load(row_ptr + i_r * 4 + 2)
-    # [CH_PAD, FINE] every chunk's candidate counts by low bits: the row's k-th distance, and
-    # how many candidates below it and tied with it come before this chunk's
-    o_ch = tl.arange(0, CH_PAD)
-    o_f = tl.arange(0, FINE)
-    p_f = f_ptr + (i_r * N_CHUNKS + o_ch[:, None]) * FINE + o_f[None, :]
-    b_fine = tl.load(p_f, mask=(o_ch < N_CHUNKS)[:, None], other=0)
-    b_row = tl.sum(b_fine, 0)  # [FINE]
-    t_fine = tl.min(tl.where(tl.cumsum(b_row, 0) >= need, o_f, FINE), 0)
-    below_fine = tl.sum(tl.where(o_f < t_fine, b_row, 0), 0)
-    b_chunk = tl.sum(tl.where(o_f[None, :] < t_fine, b_fine, 0), 1)  # [CH_PAD] per chunk: below t_fine
-    n_lt = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
-    b_chunk = tl.sum(tl.where(o_f[None, :] == t_fine, b_fine, 0), 1)  # tied with it
-    n_eq = tl.sum(tl.where(o_ch < i_c, b_chunk, 0), 0)
-    n_mine = tl.sum(tl.where(o_ch == i_c, tl.sum(b_fine, 1), 0), 0)
-    p_c = c_ptr + i_r * L + tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
-    _place_candidates(p_c, o_ptr + i_r * K, n_mine, t_fine, below, below_fine, n_lt, n_eq, need, SHIFT, BLOCK)
-    if i_c == 0:
-        _fill_empty(o_ptr + i_r * K, below + tl.minimum(need, tl.sum(b_row, 0)), K, BLOCK)
+    # the candidates below t_fine, then the earliest ties while the row needs them, in token order
+    n_lt = tl.full([], 0, tl.int32)
+    n_eq = tl.full([], 0, tl.int32)
+    for start in range(0, n_cand, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_cand
+        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
+        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
+        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
+        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
+        b_tie = n_eq + (b_rank >> 16) - 1
+        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
+        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
+        tl.store(p_o + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
+        n_lt += tl.sum(m_lt.to(tl.int32), 0)
+        n_eq += tl.sum(m_eq.to(tl.int32), 0)
+    # slots past the row's valid tokens: fewer of them than K
+    for first in range(below + tl.minimum(need, n_cand), K, BLOCK):
+        o_k = first + tl.arange(0, BLOCK)
+        tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
 
 
 class Scan(NamedTuple):
@@ -387,12 +320,6 @@ def nearest(
     bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=q_codes.device)  # (below, candidate) starts
     rows = torch.empty(b * hq, 4, dtype=torch.int32, device=q_codes.device)  # (t, need, below, in bin t)
     cand = torch.empty(b * hq, length, dtype=torch.int32, device=q_codes.device)  # token << shift | low bits
-    # the candidates' counts by low bits, per chunk: only the per-chunk finish reads them
-    fine = (
-        torch.empty(b * hq, n_chunks, 1 << s.shift, dtype=torch.int32, device=q_codes.device)
-        if FINISH_PER_CHUNK
-        else cand
-    )
     out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
     group = triton.next_power_of_2(n_chunks)
     _threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
@@ -403,7 +330,6 @@ def nearest(
         rows,
         out,
         cand,
-        fine,
         length,
         k,
         n_chunks,
@@ -413,23 +339,7 @@ def nearest(
         BLOCK=block,
         N_STEPS=s.chunk // block,
         VEC=8,  # 8 int16: 16-byte vectors
-        FINE_COUNTS=FINISH_PER_CHUNK,
     )
-    if FINISH_PER_CHUNK:
-        _finish_chunk_kernel[(n_chunks, b * hq)](
-            rows,
-            bases,
-            fine,
-            cand,
-            out,
-            length,
-            k,
-            n_chunks,
-            s.shift,
-            triton.next_power_of_2(n_chunks),
-            CHUNK_FINISH_BLOCK,
-        )
-        return out
     # the low bits' 2**shift values, then one bin for lanes past the candidates
     fine_bins = 2 << s.shift
     _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, FINISH_BLOCK)

@@ -32,18 +32,12 @@ def case_id(case: tuple[int, ...]) -> str:
     return f"B{b}-Hq{hq}-Hkv{hkv}-L{length}-d{d}"
 
 
-@pytest.fixture(params=["default-blocks", "small-blocks", "per-chunk-finish"])
+@pytest.fixture(params=["default-blocks", "small-blocks"])
 def blocks(request, monkeypatch):
-    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps.
-
-    per-chunk-finish: shrunk too, with the finish pass as one program per chunk (FINISH_PER_CHUNK).
-    """
-    if request.param != "default-blocks":
+    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps."""
+    if request.param == "small-blocks":
         for name, value in {"BLOCK_L": 32, "MAX_CHUNKS": 8, "SPLIT_BLOCK": 64, "FINISH_BLOCK": 32}.items():
             monkeypatch.setattr(NEAREST, name, value)
-    if request.param == "per-chunk-finish":
-        monkeypatch.setattr(NEAREST, "FINISH_PER_CHUNK", True)
-        monkeypatch.setattr(NEAREST, "CHUNK_FINISH_BLOCK", 16)
     return request.param
 
 
@@ -84,10 +78,12 @@ def test_nearest_kernel(case, budget, blocks):
 
 @pytest.mark.parametrize("case", [(2, 7, 1, 67, 16), (1, 8, 2, 500, 128)], ids=case_id)
 @pytest.mark.parametrize("budget", [1, 100])
-def test_nearest_kernel_with_64_coarse_bins(case, budget, monkeypatch):
-    monkeypatch.setattr(NEAREST, "COARSE_BINS", 64)  # d = 16 then needs no low bits at all (shift 0)
+@pytest.mark.parametrize("bins", [32, 128], ids=lambda n: f"{n}-bins")
+def test_nearest_kernel_with_other_coarse_bins(case, budget, bins, monkeypatch):
+    """Fewer, wider bins leave more candidates to the finish (and low bits even at d = 16); more leave fewer."""
+    monkeypatch.setattr(NEAREST, "COARSE_BINS", bins)
     b, hq, hkv, length, d = case
-    gen = seeded("bins64", case, budget)
+    gen = seeded("bins", bins, case, budget)
     q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
     assert_same_sets(kernels.nearest(q_codes, k_codes, budget), expected_sets(q_codes, k_codes, budget))
 
