@@ -279,22 +279,25 @@ def decode_attention(
 
 
 NEAREST_MAX_BUDGET = 256
-"""The fused nearest kernel serves budgets up to NEAREST_MAX_BUDGET; larger budgets take
-manhattan + select. Both give the same set. With 64 coarse bins the fused path is as fast or
-faster at every length up to budget 256 (attention_h200.json: 18.7 vs 20.9 µs at 4K, 33.7 vs
-36.9 µs at 32K, 55.6 vs 88.6 µs at 128K, batch 1, budget 128) and a wash from budget 512,
-where its finish pass loops over a large tie bin."""
+NEAREST_MIN_TOKENS = 65536
+"""Which selection a step takes (kernels.nearest, or kernels.manhattan + select: the same set).
+With 64 coarse bins the fused one is as fast or faster up to budget 256 at every length
+(attention_h200.json, batch 1, budget 128: 19.9 vs 21.8 µs at 4K, 35.9 vs 39.4 µs at 32K,
+56.1 vs 89.6 µs at 128K), and at every budget over 64K keys (batch x context: 65.6 vs 91.9 µs
+at 128K, batch 1, budget 512; 406 vs 589 µs at batch 8, budget 2048). Below that, budgets from
+512 win or lose a few µs either way (54.3 vs 48.0 µs at 16K, budget 2048): the finish pass
+then loops over a large tie bin."""
 
 
-def uses_fused_selection(budget: int) -> bool:
-    """Whether a step of `budget` takes kernels.nearest (otherwise kernels.manhattan + select)."""
-    return budget <= NEAREST_MAX_BUDGET
+def uses_fused_selection(budget: int, tokens: int) -> bool:
+    """Whether a step of `budget` over `tokens` keys (batch x context) takes kernels.nearest."""
+    return budget <= NEAREST_MAX_BUDGET or tokens >= NEAREST_MIN_TOKENS
 
 
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    if impl is not reference and uses_fused_selection(config.budget):
+    if impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2]):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]

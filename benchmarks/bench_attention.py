@@ -163,7 +163,7 @@ def bench_case(
         config = adamas.AdamasConfig(budget=budget, dense_layers=())
         total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))
         two_kernel_us = stage_us(two_kernel_step, ["q", "k", "v", "k_codes"], budget)
-        if OPS.uses_fused_selection(budget):
+        if OPS.uses_fused_selection(budget, batch * length):
             fused_us = total["median"]  # decode_attention took the fused path already
         else:
             with module_constants(OPS, FUSED_EVERYWHERE):  # decode_attention with the fused path for every case
@@ -214,7 +214,7 @@ def bench_case(
     return records
 
 
-FUSED_EVERYWHERE = {"NEAREST_MAX_BUDGET": 2**31}  # adamas.ops: every step takes nearest
+FUSED_EVERYWHERE = {"NEAREST_MAX_BUDGET": 2**31, "NEAREST_MIN_TOKENS": 0}  # adamas.ops: every step takes nearest
 
 
 @contextlib.contextmanager

@@ -229,32 +229,38 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     valid[1, 500:] = False  # a static cache's unwritten tail
     config = adamas.AdamasConfig(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
     runs = []
-    for max_budget in (1024, 0):  # fused everywhere, then never
+    for max_budget, min_tokens in ((1024, 0), (0, 1 << 30)):  # fused everywhere, then never
         monkeypatch.setattr(adamas.ops, "NEAREST_MAX_BUDGET", max_budget)
+        monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", min_tokens)
         runs.append(adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid))
     (out_fused, idx_fused), (out_two, idx_two) = runs
     assert torch.equal(idx_fused.sort(-1).values, idx_two.sort(-1).values)
     assert_close("decode_attention", out_fused, out_two, torch.float32)
 
 
-def test_the_dispatch_rule_is_the_budget():
-    """Budgets up to NEAREST_MAX_BUDGET take the fused selection, larger ones manhattan + select."""
-    assert adamas.ops.uses_fused_selection(1)
-    assert adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET)
-    assert not adamas.ops.uses_fused_selection(adamas.ops.NEAREST_MAX_BUDGET + 1)
+def test_the_dispatch_rule_takes_the_fused_selection_for_small_budgets_or_many_keys():
+    """Budgets up to NEAREST_MAX_BUDGET at any size; larger ones from NEAREST_MIN_TOKENS keys (batch x context)."""
+    ops = adamas.ops
+    assert ops.uses_fused_selection(1, 1) and ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET, 1)
+    assert not ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET + 1, ops.NEAREST_MIN_TOKENS - 1)
+    assert ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET + 1, ops.NEAREST_MIN_TOKENS)
+    assert ops.uses_fused_selection(4096, ops.NEAREST_MIN_TOKENS)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["bare", "masked"])
-@pytest.mark.parametrize("budget", [32, 300])
-def test_decode_steps_take_the_fused_kernel_by_budget(budget, masked, monkeypatch):
-    """A step, bare or with a padding mask, goes through kernels.nearest exactly when its budget is small."""
+@pytest.mark.parametrize(
+    ("budget", "min_tokens", "fused"), [(32, 1 << 30, True), (300, 1 << 30, False), (300, 400, True)]
+)
+def test_decode_steps_take_the_fused_kernel_by_the_rule(budget, min_tokens, fused, masked, monkeypatch):
+    """A step, bare or with a padding mask, goes through kernels.nearest exactly when the rule says so."""
     kernels = importlib.import_module("adamas.kernels")
     calls = []
     real = kernels.nearest
     monkeypatch.setattr(kernels, "nearest", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", min_tokens)
     gen = seeded("dispatch", budget)
     q, k, v, codes = decode_inputs((1, 4, 2, 400, 64), torch.float32, gen)
     config = adamas.AdamasConfig(budget=budget, dense_layers=(), backend="triton")
     valid = torch.ones(1, 400, dtype=torch.bool, device=DEVICE) if masked else None
     adamas.decode_attention(q, k, v, codes, config, valid=valid)
-    assert calls == ([1] if budget <= adamas.ops.NEAREST_MAX_BUDGET else [])
+    assert calls == ([1] if fused else [])
