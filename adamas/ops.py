@@ -283,10 +283,10 @@ NEAREST_MIN_TOKENS = 65536
 """Which selection a step takes (kernels.nearest, or kernels.manhattan + select: the same set).
 With 64 coarse bins the fused one is as fast or faster up to budget 256 at every length
 (attention_h200.json, batch 1, budget 128: 19.9 vs 21.8 µs at 4K, 35.9 vs 39.4 µs at 32K,
-56.1 vs 89.6 µs at 128K), and at every budget over 64K keys (batch x context: 65.6 vs 91.9 µs
-at 128K, batch 1, budget 512; 406 vs 589 µs at batch 8, budget 2048). Below that, budgets from
-512 win or lose a few µs either way (54.3 vs 48.0 µs at 16K, budget 2048): the finish pass
-then loops over a large tie bin."""
+56.1 vs 89.6 µs at 128K), and within 1% or faster at every budget from 64K keys (batch x
+context: 65.6 vs 91.9 µs at 128K, batch 1, budget 512; 406 vs 589 µs at batch 8, budget 2048).
+Below that, budgets from 512 win or lose a few µs either way (54.3 vs 48.0 µs at 16K, budget
+2048): the finish pass then loops over a large tie bin."""
 
 
 def uses_fused_selection(budget: int, tokens: int) -> bool:
