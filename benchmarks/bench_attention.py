@@ -37,7 +37,7 @@ from benchmarks.common import device_slug, input_sets, kernel_us, print_table, t
 
 SHAPES = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128)}  # (Hq, Hkv, d)
 # bytes/s of the codes floor: the H100's device-to-device copy (shared notes); on the H200 dense
-# SDPA's best read in attention_h200.json (4.61 TB/s; that run's own floor still used 3.0)
+# SDPA's best read in its grid (4.61 TB/s); other devices take the H100's
 FLOOR_BANDWIDTH = {"h100": 3.0e12, "h200": 4.6e12}
 COPY_BANDWIDTH = FLOOR_BANDWIDTH.get(device_slug(), 3.0e12)
 NEAREST = importlib.import_module("adamas.kernels.nearest")
