@@ -23,7 +23,7 @@ from adamas.integration import (
 )
 from adamas.loading import check_context, execution_device, is_dispatched
 from adamas.static import GraphDecoder
-from adamas.tracing import ACTIVE_TRACER, StepTrace, Tracer, default_pairs
+from adamas.tracing import ACTIVE_RECORDER, TraceRecorder, default_pairs
 
 
 @dataclass
@@ -35,8 +35,8 @@ class StepRecord:
     text: str  # what this token adds to the answer's text
     latency_s: float  # wall time of the step, synchronized on CUDA
     context_length: int  # tokens the step attended over
-    trace: StepTrace | None = None  # with trace=True, on decode steps of an Adamas run
-    tracer: Tracer | None = None  # with trace=True: the run's tracer (density over all steps so far)
+    graph: bool = False  # whether the step ran as a CUDA-graph replay (else eagerly, from Python)
+    recorder: TraceRecorder | None = None  # with trace=True, on an Adamas run: finish() it after the last step
 
 
 def document_messages(document: str, question: str) -> list[dict[str, str]]:
@@ -152,14 +152,17 @@ def generate(
     """Greedy-decode, yielding a StepRecord per token; Adamas under `config`, full attention if None.
 
     Both modes share the prefill (dense SDPA), so their answers and latencies compare.
-    With `trace`, decode steps carry a StepTrace (see adamas.tracing for what and how much);
-    `trace_heads` picks the (layer, head) pairs whose scores are kept (default: four).
-    `cuda_graph` (default: on CUDA without tracing, for full-attention models on one device)
-    decodes on a fixed-capacity cache with each step replayed as one CUDA graph
-    (adamas.static), so the step latencies are the GPU's; the graph's capture counts in step
-    0's latency. Otherwise the steps run eagerly on transformers' dynamic cache: so does a
-    model that accelerate spread over several devices or offloaded (a device_map), each
-    layer's K, V and codes then living on that layer's device.
+    `cuda_graph` (default: on CUDA, for a model on one device without sliding-window layers,
+    see `graph_obstacle`) decodes on a fixed-capacity cache with each step replayed as one
+    CUDA graph (adamas.static), so the step latencies are the GPU's; the graph's capture
+    counts in step 0's latency. Otherwise the steps run eagerly on transformers' dynamic
+    cache: so does a model that accelerate spread over several devices or offloaded (a
+    device_map), each layer's K, V and codes then living on that layer's device.
+    With `trace` (Adamas runs), every record carries the run's TraceRecorder: each sparse
+    layer's query and selection go into its buffers as the steps run (inside the graph too),
+    and `record.recorder.finish()` after the last step gives the StepTraces and the selection
+    density (see adamas.tracing); `trace_heads` picks the (layer, head) pairs whose scores
+    are kept (default: four).
     The model's own Adamas state is restored when the generator finishes or is closed.
     """
     if config is not None and not isinstance(config, AdamasConfig):
@@ -168,23 +171,24 @@ def generate(
     device = execution_device(model)  # where the model takes its ids: the main device of a dispatched one
     ids = prompt_ids(tokenizer, messages_or_prompt).to(device)
     check_context(model, ids.shape[-1] + max_new_tokens)
-    if _use_graph(cuda_graph, model, device, trace):
-        decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True)
-        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), stop_ids(model, tokenizer), None)
-        return
-    layers = model.config.num_hidden_layers
-    tracer = None
+    recorder = None
     if trace and config is not None:
+        layers = model.config.num_hidden_layers
         pairs = trace_heads if trace_heads is not None else default_pairs(layers, config.dense_layers)
-        tracer = Tracer(layers, model.config.num_attention_heads, ids.shape[-1] + max_new_tokens, tuple(pairs))
+        recorder = TraceRecorder(max_new_tokens, tuple(pairs))
+    stop = stop_ids(model, tokenizer)
+    if _use_graph(cuda_graph, model, device):
+        decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True, recorder=recorder)
+        if recorder is not None:
+            recorder.bind(decoder.cache, ids.shape[-1])
+        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), stop, recorder, graph=True)
+        return
     with adamas_state(model, config):
-        token = ACTIVE_TRACER.set(tracer)
-        try:
-            cache = AdamasCache(config, layers) if config is not None else DynamicCache()
-            steps = _eager_steps(model, ids, cache, max_new_tokens)
-            yield from _decode(tokenizer, steps, stop_ids(model, tokenizer), tracer)
-        finally:
-            ACTIVE_TRACER.reset(token)
+        cache = AdamasCache(config, model.config.num_hidden_layers) if config is not None else DynamicCache()
+        if recorder is not None:
+            recorder.bind(cache, ids.shape[-1])
+        steps = _eager_steps(model, ids, cache, max_new_tokens, recorder)
+        yield from _decode(tokenizer, steps, stop, recorder, graph=False)
 
 
 def generate_side_by_side(
@@ -195,22 +199,25 @@ def generate_side_by_side(
     max_new_tokens: int = 256,
     trace: bool = False,
     trace_heads: tuple[tuple[int, int], ...] | None = None,
+    cuda_graph: bool | None = None,
 ) -> Iterator[tuple[str, StepRecord]]:
     """Adamas under `config` and full attention on one prompt, a step of each in turn: ("adamas" | "full", record).
 
     Both answers grow together on one model: each run keeps its own attention state (restored
-    on the model before each of its steps) and its own context, so its tracer survives the
+    on the model before each of its steps) and its own context, so its recorder survives the
     other run's steps and the thread hops of a web server. A run that ends drops out; the
     model's Adamas state is restored when this generator finishes or is closed.
-    `trace` applies to both runs, so that both decode on the same (eager) path; only the
-    Adamas run records traces.
+    Both runs decode on the same path (`cuda_graph` as in generate); only the Adamas run
+    records traces, which cost it two buffer copies per layer and step.
     """
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
     original = enabled_config(model)
     runs = {
-        "adamas": generate(model, tokenizer, messages_or_prompt, config, max_new_tokens, trace, trace_heads),
-        "full": generate(model, tokenizer, messages_or_prompt, None, max_new_tokens, trace),
+        "adamas": generate(
+            model, tokenizer, messages_or_prompt, config, max_new_tokens, trace, trace_heads, cuda_graph
+        ),
+        "full": generate(model, tokenizer, messages_or_prompt, None, max_new_tokens, cuda_graph=cuda_graph),
     }
     contexts = {mode: contextvars.copy_context() for mode in runs}
     states = dict.fromkeys(runs, original)  # the Adamas state each run last left on the model
@@ -238,12 +245,12 @@ class Comparison:
     answers: dict[str, str] = field(default_factory=lambda: {"adamas": "", "full": ""})
     prefill_ms: dict[str, float] = field(default_factory=dict)
     step_ms: dict[str, list[float]] = field(default_factory=lambda: {"adamas": [], "full": []})
+    graph: dict[str, bool] = field(default_factory=dict)  # per mode: whether its decode steps were graph replays
     recall: list[np.ndarray] = field(default_factory=list)  # per decode step: [layers, Hq] fp32, NaN on dense layers
     heads: list[dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
     """Per decode step, per traced (layer, head): selected [K] int64 (-1: empty), estimated [L] int16, true [L] fp16."""
     density: np.ndarray | None = None  # [layers, Hq, L] int32 selections summed over steps, set by finish()
-    _tracer: Tracer | None = field(default=None, repr=False)
-    _length: int = 0
+    _recorder: TraceRecorder | None = field(default=None, repr=False)
 
     def add(self, mode: str, record: StepRecord) -> None:
         """Append one step of the "adamas" or the "full" run."""
@@ -252,21 +259,21 @@ class Comparison:
             self.prefill_ms[mode] = record.latency_s * 1e3
         else:
             self.step_ms[mode].append(record.latency_s * 1e3)
-        if record.trace is not None:
-            self.recall.append(record.trace.recall.numpy())
-            self.heads.append(
-                {
-                    key: (h.selected.numpy(), h.estimated.numpy(), h.true.numpy())
-                    for key, h in record.trace.heads.items()
-                }
-            )
-            self._tracer, self._length = record.tracer, record.context_length
+            self.graph[mode] = record.graph
+        if record.recorder is not None:
+            self._recorder = record.recorder
 
     def finish(self) -> Comparison:
-        """Copy the selection density out of the tracer (trimmed to the context) and let the tracer go."""
-        if self._tracer is not None:
-            self.density = self._tracer.density[:, :, : self._length].numpy().copy()
-            self._tracer = None
+        """After the last step: compute the Adamas run's traces from its recorder, then let the recorder go."""
+        if self._recorder is not None:
+            run = self._recorder.finish()
+            self.recall = [step.recall.numpy() for step in run.steps]
+            self.heads = [
+                {key: (h.selected.numpy(), h.estimated.numpy(), h.true.numpy()) for key, h in step.heads.items()}
+                for step in run.steps
+            ]
+            self.density = run.density.numpy()
+            self._recorder = None
         return self
 
     def summary(self) -> dict[str, object]:
@@ -282,33 +289,51 @@ class Comparison:
             "adamas_ms_per_token": ms["adamas"],
             "full_ms_per_token": ms["full"],
             "speedup": ms["full"] / ms["adamas"] if ms["adamas"] and ms["full"] else None,
+            "decode": "cuda graph" if self.graph and all(self.graph.values()) else "eager",
             "mean_recall": None if np.isnan(recall).all() else float(np.nanmean(recall)),
         }
 
 
-def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.device, trace: bool) -> bool:
+def graph_obstacle(model: PreTrainedModel) -> str | None:
+    """Why `model` decodes eagerly rather than as CUDA-graph replays, in words; None when it can be captured."""
+    if is_dispatched(model):
+        return (
+            "the model is placed by accelerate (device_map: spread over devices or offloaded); its hooks move "
+            "inputs and weights from Python at every layer"
+        )
+    if uses_sliding_window(model.config):
+        return f"{model.config.model_type} uses sliding-window attention, which the fixed-capacity cache does not hold"
+    if execution_device(model).type != "cuda":
+        return "the model is not on a CUDA device"
+    return None
+
+
+def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.device) -> bool:
     """Whether to decode with a captured CUDA graph; ValueError when asked for one that cannot be had."""
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
     if cuda_graph is None:
-        one_device = not is_dispatched(model)
-        return device.type == "cuda" and one_device and not trace and not uses_sliding_window(model.config)
-    if cuda_graph and trace:
-        raise ValueError("trace=True records from Python at every layer, so it cannot run in a CUDA graph")
+        return graph_obstacle(model) is None
     if cuda_graph and is_dispatched(model):
-        raise ValueError(
-            "the model is placed by accelerate (device_map: spread over devices or offloaded); its hooks move "
-            "inputs and weights from Python at every layer, so it cannot run in a CUDA graph: use cuda_graph=False"
-        )
+        raise ValueError(f"{graph_obstacle(model)}, so it cannot run in a CUDA graph: use cuda_graph=False")
     return cuda_graph
 
 
-def _eager_steps(model, ids: torch.Tensor, cache, max_new_tokens: int) -> Iterator[tuple[int, float, int]]:
+def _eager_steps(
+    model, ids: torch.Tensor, cache, max_new_tokens: int, recorder: TraceRecorder | None
+) -> Iterator[tuple[int, float, int]]:
     """One forward per token on `cache`: (token id, latency s, tokens attended over) per step."""
     inputs = ids
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         start = time.perf_counter()
-        logits = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache}).logits
+        active = ACTIVE_RECORDER.set(recorder if step > 0 else None)  # the prefill runs dense: nothing to record
+        try:
+            logits = model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{CACHE_ARGUMENT: cache}).logits
+        finally:
+            ACTIVE_RECORDER.reset(active)
+        if recorder is not None and step > 0:
+            recorder.advance()
+            recorder.recorded += 1
         next_id = int(logits[0, -1].argmax())  # int() waits for the GPU
         yield next_id, time.perf_counter() - start, cache.get_seq_length()
         inputs = torch.tensor([[next_id]], device=ids.device)
@@ -327,18 +352,15 @@ def _graph_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int) 
         yield next_id, time.perf_counter() - start, decoder.length
 
 
-def _decode(tokenizer, steps: Iterator[tuple[int, float, int]], stop: set[int], tracer: Tracer | None):
+def _decode(tokenizer, steps: Iterator[tuple[int, float, int]], stop: set[int], recorder, graph: bool):
     """Turn each step's token into a StepRecord, its text found by decoding the answer so far."""
     answer: list[int] = []
     text = ""
     for step, (next_id, latency, context_length) in enumerate(steps):
         answer.append(next_id)
         full = tokenizer.decode(answer, skip_special_tokens=True)
-        record = StepRecord(step, next_id, full[len(text) :], latency, context_length)
-        if tracer is not None and step > 0:
-            record.trace, record.tracer = tracer.finish_step(), tracer
+        yield StepRecord(step, next_id, full[len(text) :], latency, context_length, graph and step > 0, recorder)
         text = full
-        yield record
         if next_id in stop:
             return
 

@@ -29,7 +29,7 @@ from adamas import ops
 from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig
 from adamas.ops import calibrate, decode_attention, encode, query_thresholds
-from adamas.tracing import ACTIVE_TRACER
+from adamas.tracing import ACTIVE_RECORDER, ACTIVE_TRACER
 
 TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
 """Supported transformers releases: from the first (inclusive) up to the second (exclusive)."""
@@ -192,11 +192,14 @@ def adamas_attention(
     step = functools.partial(
         decode_attention, q, key, value, codes, config, scale=scale, valid=valid, thresholds=per_head
     )
-    tracer = ACTIVE_TRACER.get()
-    if tracer is None:
+    tracer, recorder = ACTIVE_TRACER.get(), ACTIVE_RECORDER.get()
+    if tracer is None and recorder is None:
         return step()[:, None], None
     out, idx = step(return_indices=True)
-    tracer.observe(module.layer_idx, q, key, codes, idx, scale, query_thresholds(config, per_head, q, key), valid)
+    if recorder is not None:
+        recorder.record(module.layer_idx, q, idx, scale, config.budget)
+    if tracer is not None:
+        tracer.observe(module.layer_idx, q, key, codes, idx, scale, query_thresholds(config, per_head, q, key), valid)
     return out[:, None], None
 
 

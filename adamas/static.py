@@ -26,6 +26,7 @@ from adamas.config import AdamasConfig, check_int
 from adamas.integration import CACHE_ARGUMENT, adamas_state, layer_thresholds, offer_codes, uses_sliding_window
 from adamas.loading import check_context
 from adamas.ops import encode
+from adamas.tracing import ACTIVE_RECORDER, TraceRecorder
 
 PREFILL_CHUNK = 4096
 """Prompt tokens per prefill forward: bounds the explicit causal mask at PREFILL_CHUNK x T booleans."""
@@ -163,6 +164,8 @@ class GraphDecoder:
     token = decoder.step()                            # then one token per sequence per call
     decoder.switch(None)                              # full attention from here on, same cache
     An Adamas decoder can switch to full attention and back, so one prefill serves both.
+    With a `recorder` (adamas.tracing.TraceRecorder), each Adamas step also copies every
+    sparse layer's query and selection into its buffers, inside the graph.
     The model's own attention setting is left as it was.
     """
 
@@ -173,6 +176,7 @@ class GraphDecoder:
         capacity: int,
         cuda_graph: bool | None = None,
         batch: int = 1,
+        recorder: TraceRecorder | None = None,
     ) -> None:
         if config is not None and not isinstance(config, AdamasConfig):
             raise TypeError(f"config must be an AdamasConfig or None, got {type(config).__name__}")
@@ -188,6 +192,7 @@ class GraphDecoder:
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, it is on {self.device}")
         self.model, self.capacity, self.batch = model, capacity, batch
+        self.recorder = recorder
         self.adamas_config = config  # what the cache keeps codes for
         self.config = config  # what decode steps run now: adamas_config, or None after switch(None)
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -250,6 +255,8 @@ class GraphDecoder:
         self.length += 1
         if self.config is not None:
             self.coded = self.length
+            if self.recorder is not None:
+                self.recorder.recorded += 1
         for layer in self.cache.layers:
             layer.length = self.length
         return self.token
@@ -290,7 +297,14 @@ class GraphDecoder:
         """What a step does, all on the device: the graph captures exactly this."""
         self.position += 1
         self.mask.index_fill_(-1, self.position, True)
-        logits = self._forward(self.token, self.position.view(1, 1).expand(self.batch, 1), self.mask)
+        recorder = self.recorder if self.config is not None else None
+        active = ACTIVE_RECORDER.set(recorder)
+        try:
+            logits = self._forward(self.token, self.position.view(1, 1).expand(self.batch, 1), self.mask)
+        finally:
+            ACTIVE_RECORDER.reset(active)
+        if recorder is not None:
+            recorder.advance()
         self.token.copy_(logits[:, -1:].argmax(-1))
 
     def capture(self) -> None:
@@ -300,6 +314,7 @@ class GraphDecoder:
         if self.length == 0 or self.length >= self.capacity:
             raise RuntimeError("capture() needs a prefilled decoder with room for a token")
         saved = (self.position.clone(), self.token.clone(), self.mask.clone())
+        slots = self.recorder.slot_values() if self.recorder is not None else []
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with adamas_state(self.model, self._attention), torch.cuda.stream(stream):
@@ -308,6 +323,10 @@ class GraphDecoder:
         torch.cuda.current_stream(self.device).wait_stream(stream)
         for tensor, value in zip((self.position, self.token, self.mask), saved, strict=True):
             tensor.copy_(value)
+        if self.recorder is not None:
+            if len(slots) < len(self.recorder.slots):  # the warm-up made the slots: they start at step 0
+                slots = [torch.zeros_like(slot) for slot in self.recorder.slots.values()]
+            self.recorder.restore(slots)
         graph = torch.cuda.CUDAGraph()
         with adamas_state(self.model, self._attention), torch.cuda.graph(graph):
             self._decode_step()

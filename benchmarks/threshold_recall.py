@@ -32,7 +32,7 @@ def offline_document(tokenizer, tokens: int) -> str:
 def mean_recall(model, tokenizer, messages, config: adamas.AdamasConfig, new_tokens: int) -> float:
     """Recall averaged over sparse layers, heads and decode steps."""
     records = list(adamas.generate(model, tokenizer, messages, config, max_new_tokens=new_tokens, trace=True))
-    recalls = torch.stack([r.trace.recall for r in records if r.trace is not None])  # [steps, layers, Hq]
+    recalls = torch.stack([step.recall for step in records[-1].recorder.finish().steps])  # [steps, layers, Hq]
     return float(recalls.nanmean())
 
 
@@ -45,8 +45,11 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = adamas.load_model(args.model)
     messages = document_messages(offline_document(tokenizer, args.context), "Summarise the text above.")
-    settings = [("paper", {"thresholds": "paper"})]
-    settings += [(f"calibrated {q}", {"thresholds": "calibrated", "calibration_quantiles": q}) for q in QUANTILES]
+    window = {"sink": 0, "recent": 0}  # the thresholds alone decide what is selected
+    settings = [("paper", {"thresholds": "paper"} | window)]
+    settings += [
+        (f"calibrated {q}", {"thresholds": "calibrated", "calibration_quantiles": q} | window) for q in QUANTILES
+    ]
     records = []
     for name, fields in settings:
         for budget in args.budgets:

@@ -4,9 +4,10 @@ import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import DEVICE
 
 import adamas
-from adamas import generation, integration, tracing
+from adamas import generation, integration
 
 QUESTION = "What colour is the sky on a clear day?"
 
@@ -34,10 +35,12 @@ def test_trace_records_selection_recall_and_scores(smollm2):
     model, tokenizer = smollm2
     config = adamas.AdamasConfig(budget=32)
     records = run(model, tokenizer, config, max_new_tokens=6, trace=True, trace_heads=((5, 0), (20, 8)))
-    assert records[0].trace is None  # the prefill runs dense
+    assert all(r.recorder is records[0].recorder is not None for r in records)
+    traces = records[-1].recorder.finish()
+    steps = len(records) - 1  # the prefill runs dense
+    assert len(traces.steps) == steps
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    for record in records[1:]:
-        trace = record.trace
+    for record, trace in zip(records[1:], traces.steps, strict=True):
         assert trace.recall.shape == (layers, heads)
         assert trace.recall[:2].isnan().all() and not trace.recall[2:].isnan().any()
         assert ((trace.recall[2:] > 0) & (trace.recall[2:] <= 1 + 1e-5)).all()
@@ -46,10 +49,9 @@ def test_trace_records_selection_recall_and_scores(smollm2):
         assert head.selected.shape == (32,) and head.estimated.shape == head.true.shape == (record.context_length,)
         kth = head.estimated.sort(descending=True).values[31]
         assert (head.estimated[head.selected] >= kth).all(), "the selection must hold the best estimated scores"
-    density = records[-1].tracer.density
-    steps = len(records) - 1
-    assert int(density[2:].sum()) == (layers - 2) * heads * 32 * steps
-    assert int(density[:2].sum()) == 0
+    assert traces.density.shape == (layers, heads, records[-1].context_length)
+    assert int(traces.density[2:].sum()) == (layers - 2) * heads * 32 * steps
+    assert int(traces.density[:2].sum()) == 0
 
 
 def test_generate_restores_the_models_state(smollm2):
@@ -77,12 +79,6 @@ def test_bad_arguments_are_named(smollm2):
         next(adamas.generate(model, tokenizer, 42))
     with pytest.raises(ValueError, match="context is 8192 tokens"):
         next(adamas.generate(model, tokenizer, "Hi", max_new_tokens=9000))
-
-
-def test_default_trace_pairs_spread_over_sparse_layers():
-    assert tracing.default_pairs(30, (0, 1)) == ((2, 0), (11, 0), (20, 0), (29, 0))
-    assert tracing.default_pairs(3, (0, 1)) == ((2, 0),)
-    assert tracing.default_pairs(2, (0, 1)) == ()
 
 
 def test_cli_prints_both_answers(tmp_path, capsys, smollm2, monkeypatch):
@@ -156,10 +152,9 @@ def test_side_by_side_matches_two_separate_runs(smollm2):
     for mode in alone:
         records = [r for m, r in pairs if m == mode]
         assert [r.token_id for r in records] == alone[mode]
-        assert all((r.trace is not None) == (mode == "adamas" and r.step > 0) for r in records)
+        assert all((r.recorder is not None) == (mode == "adamas") for r in records)
     sparse = [r for m, r in pairs if m == "adamas"]
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    assert int(sparse[-1].tracer.density.sum()) == (layers - 2) * heads * 16 * (len(sparse) - 1)
     assert integration.enabled_config(model) is None
 
     result = generation.Comparison()
@@ -169,7 +164,9 @@ def test_side_by_side_matches_two_separate_runs(smollm2):
     assert summary["new_tokens"] == {mode: len(ids) for mode, ids in alone.items()}
     assert summary["full_answer"] == tokenizer.decode(alone["full"], skip_special_tokens=True).strip()
     assert result.density.shape == (layers, heads, sparse[-1].context_length) and result.density.dtype == "int32"
-    assert len(result.recall) == len(result.heads) == len(sparse) - 1 and result._tracer is None
+    assert len(result.recall) == len(result.heads) == len(sparse) - 1 and result._recorder is None
+    assert int(result.density.sum()) == (layers - 2) * heads * 16 * (len(sparse) - 1)
+    assert summary["decode"] == ("cuda graph" if DEVICE == "cuda" else "eager")
     assert 0 < summary["mean_recall"] <= 1 and summary["speedup"] > 0 and summary["adamas_ms_per_token"] > 0
 
 
