@@ -22,6 +22,7 @@ from adamas.integration import (
     uses_sliding_window,
 )
 from adamas.loading import check_context, execution_device, is_dispatched
+from adamas.profiling import profile_step
 from adamas.static import GraphDecoder
 from adamas.tracing import ACTIVE_RECORDER, TraceRecorder, default_pairs
 
@@ -37,6 +38,7 @@ class StepRecord:
     context_length: int  # tokens the step attended over
     graph: bool = False  # whether the step ran as a CUDA-graph replay (else eagerly, from Python)
     recorder: TraceRecorder | None = None  # with trace=True, on an Adamas run: finish() it after the last step
+    stages: dict[str, float] | None = None  # with profile=True, on step 0 of a GPU run: µs per stage of one step
 
 
 def document_messages(document: str, question: str) -> list[dict[str, str]]:
@@ -148,6 +150,7 @@ def generate(
     trace: bool = False,
     trace_heads: tuple[tuple[int, int], ...] | None = None,
     cuda_graph: bool | None = None,
+    profile: bool = False,
 ) -> Iterator[StepRecord]:
     """Greedy-decode, yielding a StepRecord per token; Adamas under `config`, full attention if None.
 
@@ -163,6 +166,9 @@ def generate(
     and `record.recorder.finish()` after the last step gives the StepTraces and the selection
     density (see adamas.tracing); `trace_heads` picks the (layer, head) pairs whose scores
     are kept (default: four).
+    With `profile` on a GPU's fixed-cache path, step 0's record carries `stages`: the device
+    µs of one extra decode step's kernels per stage (adamas.profiling), measured after the
+    prefill and undone, so no timed step pays for it.
     The model's own Adamas state is restored when the generator finishes or is closed.
     """
     if config is not None and not isinstance(config, AdamasConfig):
@@ -181,7 +187,8 @@ def generate(
         decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True, recorder=recorder)
         if recorder is not None:
             recorder.bind(decoder.cache, ids.shape[-1])
-        yield from _decode(tokenizer, _graph_steps(decoder, ids, max_new_tokens), stop, recorder, graph=True)
+        steps = _graph_steps(decoder, ids, max_new_tokens, profile)
+        yield from _decode(tokenizer, steps, stop, recorder, graph=True)
         return
     with adamas_state(model, config):
         cache = AdamasCache(config, model.config.num_hidden_layers) if config is not None else DynamicCache()
@@ -200,6 +207,7 @@ def generate_side_by_side(
     trace: bool = False,
     trace_heads: tuple[tuple[int, int], ...] | None = None,
     cuda_graph: bool | None = None,
+    profile: bool = False,
 ) -> Iterator[tuple[str, StepRecord]]:
     """Adamas under `config` and full attention on one prompt, a step of each in turn: ("adamas" | "full", record).
 
@@ -207,17 +215,19 @@ def generate_side_by_side(
     on the model before each of its steps) and its own context, so its recorder survives the
     other run's steps and the thread hops of a web server. A run that ends drops out; the
     model's Adamas state is restored when this generator finishes or is closed.
-    Both runs decode on the same path (`cuda_graph` as in generate); only the Adamas run
-    records traces, which cost it two buffer copies per layer and step.
+    Both runs decode on the same path (`cuda_graph` and `profile` as in generate); only the
+    Adamas run records traces, which cost it two buffer copies per layer and step.
     """
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
     original = enabled_config(model)
     runs = {
         "adamas": generate(
-            model, tokenizer, messages_or_prompt, config, max_new_tokens, trace, trace_heads, cuda_graph
+            model, tokenizer, messages_or_prompt, config, max_new_tokens, trace, trace_heads, cuda_graph, profile
         ),
-        "full": generate(model, tokenizer, messages_or_prompt, None, max_new_tokens, cuda_graph=cuda_graph),
+        "full": generate(
+            model, tokenizer, messages_or_prompt, None, max_new_tokens, cuda_graph=cuda_graph, profile=profile
+        ),
     }
     contexts = {mode: contextvars.copy_context() for mode in runs}
     states = dict.fromkeys(runs, original)  # the Adamas state each run last left on the model
@@ -246,6 +256,7 @@ class Comparison:
     prefill_ms: dict[str, float] = field(default_factory=dict)
     step_ms: dict[str, list[float]] = field(default_factory=lambda: {"adamas": [], "full": []})
     graph: dict[str, bool] = field(default_factory=dict)  # per mode: whether its decode steps were graph replays
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode: device µs per stage of one step
     recall: list[np.ndarray] = field(default_factory=list)  # per decode step: [layers, Hq] fp32, NaN on dense layers
     heads: list[dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
     """Per decode step, per traced (layer, head): selected [K] int64 (-1: empty), estimated [L] int16, true [L] fp16."""
@@ -257,6 +268,8 @@ class Comparison:
         self.answers[mode] += record.text
         if record.step == 0:
             self.prefill_ms[mode] = record.latency_s * 1e3
+            if record.stages is not None:
+                self.stages[mode] = record.stages
         else:
             self.step_ms[mode].append(record.latency_s * 1e3)
             self.graph[mode] = record.graph
@@ -290,6 +303,7 @@ class Comparison:
             "full_ms_per_token": ms["full"],
             "speedup": ms["full"] / ms["adamas"] if ms["adamas"] and ms["full"] else None,
             "decode": "cuda graph" if self.graph and all(self.graph.values()) else "eager",
+            "stages_us": dict(self.stages),
             "mean_recall": None if np.isnan(recall).all() else float(np.nanmean(recall)),
         }
 
@@ -321,8 +335,8 @@ def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.de
 
 def _eager_steps(
     model, ids: torch.Tensor, cache, max_new_tokens: int, recorder: TraceRecorder | None
-) -> Iterator[tuple[int, float, int]]:
-    """One forward per token on `cache`: (token id, latency s, tokens attended over) per step."""
+) -> Iterator[tuple]:
+    """One forward per token on `cache`: (token id, latency s, tokens attended over, stages None) per step."""
     inputs = ids
     for step in range(max_new_tokens):
         start = time.perf_counter()
@@ -335,31 +349,34 @@ def _eager_steps(
             recorder.advance()
             recorder.recorded += 1
         next_id = int(logits[0, -1].argmax())  # int() waits for the GPU
-        yield next_id, time.perf_counter() - start, cache.get_seq_length()
+        yield next_id, time.perf_counter() - start, cache.get_seq_length(), None
         inputs = torch.tensor([[next_id]], device=ids.device)
 
 
-def _graph_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int) -> Iterator[tuple[int, float, int]]:
+def _graph_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int, profile: bool) -> Iterator[tuple]:
     """Prefill (and capture) on `decoder`, then one graph replay per token; same tuples as _eager_steps."""
     start = time.perf_counter()
-    token = decoder.prefill(ids)
+    token = int(decoder.prefill(ids))
     if max_new_tokens > 1:
         decoder.capture()
-    yield int(token), time.perf_counter() - start, decoder.length
+    latency = time.perf_counter() - start
+    stages = profile_step(decoder) if profile and max_new_tokens > 1 else None
+    yield token, latency, decoder.length, stages
     for _ in range(max_new_tokens - 1):
         start = time.perf_counter()
         next_id = int(decoder.step())
-        yield next_id, time.perf_counter() - start, decoder.length
+        yield next_id, time.perf_counter() - start, decoder.length, None
 
 
-def _decode(tokenizer, steps: Iterator[tuple[int, float, int]], stop: set[int], recorder, graph: bool):
+def _decode(tokenizer, steps: Iterator[tuple], stop: set[int], recorder, graph: bool):
     """Turn each step's token into a StepRecord, its text found by decoding the answer so far."""
     answer: list[int] = []
     text = ""
-    for step, (next_id, latency, context_length) in enumerate(steps):
+    for step, (next_id, latency, context_length, stages) in enumerate(steps):
         answer.append(next_id)
         full = tokenizer.decode(answer, skip_special_tokens=True)
-        yield StepRecord(step, next_id, full[len(text) :], latency, context_length, graph and step > 0, recorder)
+        added = full[len(text) :]
+        yield StepRecord(step, next_id, added, latency, context_length, graph and step > 0, recorder, stages)
         text = full
         if next_id in stop:
             return

@@ -245,13 +245,7 @@ class GraphDecoder:
             raise RuntimeError("call prefill(ids) before step()")
         if self.length >= self.capacity:
             raise ValueError(f"the cache is full: {self.capacity} tokens (make a decoder with a larger capacity)")
-        if not self.cuda_graph:
-            with adamas_state(self.model, self._attention):
-                self._decode_step()
-        else:
-            if self.graph is None:
-                self.capture()
-            self.graph.replay()
+        self.run_step()
         self.length += 1
         if self.config is not None:
             self.coded = self.length
@@ -293,6 +287,31 @@ class GraphDecoder:
         inputs = {"input_ids": ids, "position_ids": position_ids, "attention_mask": mask, CACHE_ARGUMENT: self.cache}
         return self.model(**inputs, use_cache=True, **kwargs).logits
 
+    def run_step(self) -> None:
+        """One decode step of the current setting on the device (a graph replay, captured on first use)."""
+        if not self.cuda_graph:
+            with adamas_state(self.model, self._attention):
+                self._decode_step()
+            return
+        if self.graph is None:
+            self.capture()
+        self.graph.replay()
+
+    def snapshot(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Copies of the device state a step moves on (position, token, mask, trace slots), for restore()."""
+        slots = self.recorder.slot_values() if self.recorder is not None else None
+        return [self.position.clone(), self.token.clone(), self.mask.clone()], slots
+
+    def restore(self, saved: tuple[list[torch.Tensor], list[torch.Tensor] | None]) -> None:
+        """Undo the steps run since snapshot(): the slots they wrote stay masked until written again."""
+        tensors, slots = saved
+        for tensor, value in zip((self.position, self.token, self.mask), tensors, strict=True):
+            tensor.copy_(value)
+        if self.recorder is not None:
+            if len(slots) < len(self.recorder.slots):  # the steps made the slots: they start at step 0
+                slots = [torch.zeros_like(slot) for slot in self.recorder.slots.values()]
+            self.recorder.restore(slots)
+
     def _decode_step(self) -> None:
         """What a step does, all on the device: the graph captures exactly this."""
         self.position += 1
@@ -313,20 +332,14 @@ class GraphDecoder:
             raise RuntimeError("capture() needs a decoder made with cuda_graph on a CUDA device")
         if self.length == 0 or self.length >= self.capacity:
             raise RuntimeError("capture() needs a prefilled decoder with room for a token")
-        saved = (self.position.clone(), self.token.clone(), self.mask.clone())
-        slots = self.recorder.slot_values() if self.recorder is not None else []
+        saved = self.snapshot()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with adamas_state(self.model, self._attention), torch.cuda.stream(stream):
             for _ in range(min(WARMUP_STEPS, self.capacity - self.length)):
                 self._decode_step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
-        for tensor, value in zip((self.position, self.token, self.mask), saved, strict=True):
-            tensor.copy_(value)
-        if self.recorder is not None:
-            if len(slots) < len(self.recorder.slots):  # the warm-up made the slots: they start at step 0
-                slots = [torch.zeros_like(slot) for slot in self.recorder.slots.values()]
-            self.recorder.restore(slots)
+        self.restore(saved)
         graph = torch.cuda.CUDAGraph()
         with adamas_state(self.model, self._attention), torch.cuda.graph(graph):
             self._decode_step()
