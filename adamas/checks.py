@@ -18,11 +18,16 @@ def interpreter_enabled() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Pick "torch" or "triton" for tensors on `device`: auto means Triton on CUDA only."""
+    """Pick "torch", "triton" or "cpu" for tensors on `device`: auto means Triton on CUDA, "cpu" on the CPU.
+
+    "torch" is the reference on any device; "cpu" (numpy popcounts) needs CPU tensors.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
+        return {"cuda": "triton", "cpu": "cpu"}.get(device.type, "torch")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got {device}")
     if backend == "triton" and device.type != "cuda" and not interpreter_enabled():
         raise ValueError(
             f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 set before adamas is imported"

@@ -12,7 +12,7 @@ CALIBRATION_QUANTILES: tuple[float, float, float] = (0.35, 0.5, 0.65)
 """Quantiles of the prefill keys' transformed values for "calibrated" thresholds: the best recall
 measured on SmolLM2 (benchmarks/results/threshold_recall_cpu.json)."""
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "cpu")
 SELECTORS = ("adamas", "adamas-calibrated", "quest", "streaming", "oracle", "full")
 """How a decode step picks its tokens: Adamas (paper or calibrated thresholds), or a baseline to compare with."""
 QUEST_PAGE = 16

@@ -1,7 +1,7 @@
 """The public Adamas stages: validate at the boundary, then run Triton or the PyTorch reference.
 
-Every function takes `backend="auto"` (Triton on CUDA tensors, the reference elsewhere),
-`"torch"` or `"triton"` (on the CPU only with TRITON_INTERPRET=1).
+Every function takes `backend="auto"` (Triton on CUDA tensors, adamas.cpu on CPU tensors),
+`"torch"` (the reference), `"cpu"` or `"triton"` (on the CPU only with TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from adamas import reference, selectors
+from adamas import cpu, reference, selectors
 from adamas.checks import (
     check_codes,
     check_float,
@@ -58,10 +58,11 @@ def _on_input_device(fn: F) -> F:
 
 
 def _impl(backend: str, device: torch.device) -> ModuleType:
-    """The module whose stage functions run: adamas.kernels or adamas.reference."""
-    if resolve_backend(backend, device) == "torch":
-        return reference
-    return importlib.import_module("adamas.kernels")
+    """The module whose stage functions run: adamas.kernels, adamas.cpu or adamas.reference."""
+    resolved = resolve_backend(backend, device)
+    if resolved == "triton":
+        return importlib.import_module("adamas.kernels")
+    return cpu if resolved == "cpu" else reference
 
 
 def _check_floats(x: torch.Tensor, name: str = "x") -> None:
@@ -297,7 +298,9 @@ def uses_fused_selection(budget: int, tokens: int) -> bool:
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    if impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2]):
+    if impl is cpu or (
+        impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2])
+    ):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]

@@ -1,15 +1,15 @@
-"""The whole decode step on both backends, and every error path of the public API."""
+"""The whole decode step on every backend, and every error path of the public API."""
 
 import importlib
 
 import pytest
 import torch
-from helpers import DEVICE, assert_close, assert_valid_selection, dtypes, randn, random_codes, seeded, shapes
+from helpers import CUDA, DEVICE, assert_close, assert_valid_selection, dtypes, randn, random_codes, seeded, shapes
 
 import adamas
 from adamas import reference
 
-BACKENDS = pytest.mark.parametrize("backend", ["torch", "triton"])
+BACKENDS = pytest.mark.parametrize("backend", ["torch", "triton"] if CUDA else ["torch", "cpu", "triton"])
 
 
 def decode_inputs(shape, dtype, gen):
@@ -106,8 +106,11 @@ def test_dense_layers_and_the_full_selector_run_full_attention(backend):
 def test_auto_backend_follows_the_device(monkeypatch):
     from adamas.checks import resolve_backend
 
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu"
     assert resolve_backend("auto", torch.device("cuda", 0)) == "triton"
+    assert resolve_backend("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(ValueError, match="backend='cpu' needs CPU tensors"):
+        resolve_backend("cpu", torch.device("cuda", 0))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         resolve_backend("triton", torch.device("cpu"))

@@ -1,0 +1,205 @@
+"""The decode step on a CPU, fast: each stage mirrors its twin in adamas.reference.
+
+The reference scores keys through a 256 x 256 byte-distance table, indexing it once per
+code byte of every (query head, token) pair; here the distance is counted on bit-planes
+instead. For a 2-bit code c, the thermometer bits t1 = (c >= 1), t2 = (c >= 2) and
+t3 = (c >= 3) give |a - b| = popcount(t(a) XOR t(b)), so a word of packed codes (32 dims
+in a uint64) is rewritten as two words of thermometer bits, one holding t1 and t3, the
+other t2, and the t2 words of two neighbours are merged into one: 3 words, so 3 hardware
+popcounts (numpy's bitwise_count), per 64 dims. Selection is numpy's introselect
+(argpartition), attention over the selected rows is one gather and SDPA.
+
+Shapes: B batch, Hq query heads, Hkv key/value heads, L cached tokens, d head_dim,
+K = min(budget, L) selected tokens. Query head h reads KV head h // (Hq // Hkv).
+Like the reference, these functions trust their inputs; `adamas.ops` validates them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from adamas.reference import EXCLUDED, hadamard, hadamard_matrix
+
+__all__ = ["dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]
+
+_EVEN_BITS = 0x5555555555555555
+"""The low bit of every 2-bit code in a word (dim j's code sits at bit 2 * (j % 32))."""
+
+
+@functools.lru_cache(maxsize=8)
+def _hadamard_matrix(d: int, dtype: torch.dtype) -> torch.Tensor:
+    """reference.hadamard_matrix on the CPU, built once per (d, dtype)."""
+    return hadamard_matrix(d, dtype)
+
+
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
+    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4].
+
+    thresholds: three floats, or [H, 3] per head of x [B, H, d] / [B, H, L, d]. Buckets are
+    numbered as torch.bucketize(right=False) does: the count of edges below the value.
+    """
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    y = (x.detach().to(compute) @ _hadamard_matrix(x.shape[-1], compute)).numpy()  # [..., d]
+    if isinstance(thresholds, torch.Tensor):  # [H, 3] -> three [1, H, 1 (, 1)] edges
+        edges = thresholds.to(compute).numpy().T.reshape(3, 1, -1, *([1] * (y.ndim - 2)))
+    else:
+        edges = np.asarray(thresholds, dtype=y.dtype)
+    codes = (y > edges[0]).view(np.uint8) + (y > edges[1]).view(np.uint8) + (y > edges[2]).view(np.uint8)
+    quads = codes.reshape(*codes.shape[:-1], -1, 4)  # [..., d // 4, 4]
+    packed = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
+    return torch.from_numpy(packed)
+
+
+def _planes(codes: np.ndarray) -> np.ndarray:
+    """Thermometer bit-planes of packed codes, plane-major: uint8 [B, H, N, d // 4] -> uint32/uint64 [B, H, P, N].
+
+    Per word w of codes (32 dims; 16 in one uint32 at d = 16): t1 | t3 << 1 (t1 on the even
+    bits, t3 on the odd ones); then the t2 words (even bits only) merged two by two, the second
+    shifted onto the odd bits: P = W + ceil(W / 2) planes for W = d // 32 words.
+    """
+    word = np.uint64 if codes.shape[-1] % 8 == 0 else np.uint32
+    one, even = word(1), word(_EVEN_BITS & np.iinfo(word).max)
+    lo = np.ascontiguousarray(codes).view(word).swapaxes(-1, -2).copy()  # [B, H, W, N], a copy: worked in place
+    w = lo.shape[2]
+    planes = np.empty((*lo.shape[:2], w + (w + 1) // 2, lo.shape[3]), dtype=word)  # [B, H, P, N]
+    hi = np.right_shift(lo, one)
+    np.bitwise_and(hi, even, out=hi)
+    np.bitwise_and(lo, even, out=lo)
+    t1_t3 = planes[:, :, :w]
+    np.bitwise_and(lo, hi, out=t1_t3)
+    np.left_shift(t1_t3, one, out=t1_t3)
+    np.bitwise_or(t1_t3, lo, out=t1_t3)
+    np.bitwise_or(t1_t3, hi, out=t1_t3)
+    t2 = planes[:, :, w:]
+    if w == 1:
+        t2[:] = hi
+    else:
+        np.left_shift(hi[:, :, 1::2], one, out=t2)
+        np.bitwise_or(t2, hi[:, :, 0::2], out=t2)
+    return planes
+
+
+def _distances(q_codes: torch.Tensor, k_codes: torch.Tensor) -> np.ndarray:
+    """L1 code distances as numpy int32 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
+    b, hq, _ = q_codes.shape
+    hkv, length = k_codes.shape[1], k_codes.shape[2]
+    k_planes = _planes(k_codes.numpy())  # [B, Hkv, P, L]
+    q_planes = _planes(q_codes.numpy()[:, :, None]).reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
+    dist = np.zeros((b, hkv, hq // hkv, length), dtype=np.int32)
+    flips = np.empty(dist.shape, dtype=k_planes.dtype)
+    counts = np.empty(dist.shape, dtype=np.uint8)
+    for p in range(k_planes.shape[2]):  # one plane at a time: every pass reads contiguous memory
+        np.bitwise_xor(k_planes[:, :, None, p], q_planes[:, :, :, p], out=flips)
+        np.bitwise_count(flips, out=counts)
+        np.add(dist, counts, out=dist)
+    return dist
+
+
+def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
+    """L1 distance between each query head's code and every key code, by popcounts of bit-planes.
+
+    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8 -> int32 [B, Hq, L].
+    """
+    b, hq, _ = q_codes.shape
+    return torch.from_numpy(_distances(q_codes, k_codes).reshape(b, hq, -1))
+
+
+def _pin(dist: np.ndarray, sink: int, recent: int, valid: torch.Tensor | None) -> None:
+    """reference.mark_forced in place on dist [B, Hkv, G, L]: -1 for forced tokens, EXCLUDED for invalid ones."""
+    length = dist.shape[-1]
+    if valid is None:
+        dist[..., :sink] = -1
+        dist[..., max(length - recent, 0) :] = -1
+        return
+    ok = valid.numpy()  # [B, L]
+    forced = ok & ((ok.cumsum(-1) <= sink) | (ok[:, ::-1].cumsum(-1)[:, ::-1] <= recent))
+    pinned = forced | ~ok
+    if pinned.any():
+        values = np.where(forced, np.int32(-1), np.int32(EXCLUDED))  # [B, L]
+        np.copyto(dist, values[:, None, None], where=pinned[:, None, None])
+
+
+def _smallest(dist: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest values of each row of dist [..., L], unsorted: int64 [..., k]."""
+    if k >= dist.shape[-1]:
+        return np.broadcast_to(np.arange(dist.shape[-1]), dist.shape).copy()
+    return np.argpartition(dist, k - 1, axis=-1)[..., :k]
+
+
+def select(dist: torch.Tensor, budget: int, max_distance: int | None = None) -> torch.Tensor:
+    """Indices of the min(budget, L) smallest distances: dist [B, Hq, L] -> int64 [B, Hq, K], unsorted.
+
+    `max_distance` is accepted for the Triton twin's signature and not needed here.
+    """
+    rows = dist.to(torch.int32) if dist.dtype != torch.int32 and not dist.dtype.is_floating_point else dist
+    return torch.from_numpy(_smallest(rows.numpy(), min(budget, dist.shape[-1])))
+
+
+def nearest(
+    q_codes: torch.Tensor,
+    k_codes: torch.Tensor,
+    budget: int,
+    sink: int = 0,
+    recent: int = 0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The decode step's selection: manhattan, mark_forced, select and drop_excluded in one call.
+
+    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8, valid [B, L] bool or None
+    -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
+    """
+    b, hq, _ = q_codes.shape
+    dist = _distances(q_codes, k_codes)  # [B, Hkv, G, L]
+    if sink or recent or valid is not None:
+        _pin(dist, sink, recent, valid)
+    idx = _smallest(dist, min(budget, dist.shape[-1]))  # [B, Hkv, G, K]
+    if valid is not None:
+        idx[np.take_along_axis(dist, idx, axis=-1) == EXCLUDED] = -1
+    return torch.from_numpy(idx.reshape(b, hq, -1))
+
+
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Exact softmax attention of each query head over its selected rows of k, v, by SDPA.
+
+    q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] int -> [B, Hq, d] in q's dtype; an index
+    of -1 marks an empty slot that gets no weight.
+    """
+    b, hq, kk = idx.shape
+    hkv, length, d = k.shape[1:]
+    rows = idx.clamp(min=0)
+    if k.is_contiguous() and v.is_contiguous():  # one index_select per tensor over its [B * Hkv * L, d] rows
+        heads = torch.arange(b)[:, None] * hkv + torch.arange(hq) // (hq // hkv)  # [B, Hq]: row b * Hkv + KV head
+        flat = (heads[:, :, None] * length + rows).reshape(-1)
+        k_sel = k.view(-1, d).index_select(0, flat).view(b, hq, kk, d)
+        v_sel = v.view(-1, d).index_select(0, flat).view(b, hq, kk, d)
+    else:  # a strided view (e.g. a slice of a larger buffer): index it in place
+        batch, heads = torch.arange(b)[:, None, None], (torch.arange(hq) // (hq // hkv))[None, :, None]
+        k_sel, v_sel = k[batch, heads, rows], v[batch, heads, rows]  # [B, Hq, K, d]
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    k_sel, v_sel = k_sel.to(compute), v_sel.to(compute)
+    empty = idx < 0
+    mask = ~empty[:, :, None, :] if bool(empty.any()) else None  # [B, Hq, 1, K]
+    out = F.scaled_dot_product_attention(q[:, :, None].to(compute), k_sel, v_sel, attn_mask=mask, scale=scale)
+    return out[:, :, 0].to(q.dtype)
+
+
+def dense_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Full softmax attention of one query token by SDPA, each GQA group's heads the queries of its KV head.
+
+    q [B, Hq, d], k/v [B, Hkv, L, d], valid [B, L] bool or None -> [B, Hq, d] in q's dtype.
+    """
+    b, hq, d = q.shape
+    hkv = k.shape[1]
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    grouped = q.reshape(b, hkv, hq // hkv, d).to(compute)  # [B, Hkv, G, d]
+    mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, L]
+    out = F.scaled_dot_product_attention(grouped, k.to(compute), v.to(compute), attn_mask=mask, scale=scale)
+    return out.reshape(b, hq, -1).to(q.dtype)
