@@ -289,6 +289,40 @@ class Comparison:
             self._recorder = None
         return self
 
+    def to_dict(self, density_bins: int = 256) -> dict[str, object]:
+        """The run as plain JSON values: per-step latencies, recall, every traced head's selections, the scores
+        of the last step, and the density summed into at most `density_bins` near-equal position bins.
+
+        NaN (recall on dense layers) becomes None. Scores are kept for the last step only: all of them
+        would take pairs x steps x context numbers.
+        """
+        check_int("density_bins", density_bins, 1)
+        run: dict[str, object] = {
+            "answers": dict(self.answers),
+            "prefill_ms": dict(self.prefill_ms),
+            "step_ms": {mode: list(ms) for mode, ms in self.step_ms.items()},
+            "decode": {mode: "cuda graph" if graph else "eager" for mode, graph in self.graph.items()},
+            "stages_us": dict(self.stages),
+            "recall": [np.where(np.isnan(r), None, r).tolist() for r in self.recall],  # [steps][layers][Hq]
+        }
+        pairs = sorted(self.heads[0]) if self.heads else []
+        run["heads"] = [
+            {
+                "layer": layer,
+                "head": head,
+                "selected": [step[(layer, head)][0].tolist() for step in self.heads],  # per step, -1: empty
+                "last_step_estimated": self.heads[-1][(layer, head)][1].tolist(),
+                "last_step_true": self.heads[-1][(layer, head)][2].astype(float).tolist(),
+            }
+            for layer, head in pairs
+        ]
+        if self.density is not None:
+            length = self.density.shape[-1]
+            starts = (np.arange(min(density_bins, length)) * length) // min(density_bins, length)
+            binned = np.add.reduceat(self.density, starts, axis=-1)  # [layers, Hq, bins]
+            run["density"] = {"length": length, "bin_starts": starts.tolist(), "counts": binned.tolist()}
+        return run
+
     def summary(self) -> dict[str, object]:
         """The answers and the headline numbers: mean decode ms per token, speedup (full / Adamas), mean recall."""
         ms = {mode: float(np.mean(steps)) if steps else None for mode, steps in self.step_ms.items()}

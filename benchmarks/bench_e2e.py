@@ -36,56 +36,11 @@ import adamas
 from adamas import integration
 from adamas.static import PREFILL_CHUNK, WARMUP_STEPS, GraphDecoder
 from benchmarks.common import device_slug, write_results
+from benchmarks.models import SHAPES, random_model, shape_config
 
 GIB = 2**30
-LLAMA3_ROPE = dict(
-    rope_type="llama3",
-    rope_theta=500000.0,
-    factor=8.0,
-    low_freq_factor=1.0,
-    high_freq_factor=4.0,
-    original_max_position_embeddings=8192,
-)
-SHAPES = {  # LlamaConfig fields: Llama-3.1-8B's, and a tiny one for smoke runs on a CPU
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=128256,
-        max_position_embeddings=131072,
-        rope_parameters=LLAMA3_ROPE,
-    ),
-    "tiny": dict(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=64,
-        vocab_size=1024,
-        max_position_embeddings=4096,
-        rope_parameters=LLAMA3_ROPE | {"original_max_position_embeddings": 512},
-    ),
-}
 SETTINGS = ("full", "adamas")
 logger = logging.getLogger("bench_e2e")
-
-
-def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> transformers.PreTrainedModel:
-    """A Llama model of `shape`, allocated on `device` in `dtype`, weights drawn as transformers initializes them.
-
-    Linear and embedding weights come from N(0, 0.02), norms are ones: a step's activations stay finite.
-    """
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(**SHAPES[shape])
-    with torch.device(device):  # no CPU copy: an 8B model is 16 GB in bf16
-        model = transformers.LlamaForCausalLM._from_config(config, dtype=dtype).eval()
-    if not all(bool(p.isfinite().all()) for p in model.parameters()):
-        raise RuntimeError("random initialization left non-finite weights")
-    return model
 
 
 def decode_room(steps: int) -> int:
@@ -258,7 +213,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     config = adamas.AdamasConfig(budget=args.budget, thresholds=args.thresholds)
     for context in args.contexts:
-        if context - decode_room(args.steps) < 1 or context > SHAPES[args.shape]["max_position_embeddings"]:
+        if context - decode_room(args.steps) < 1 or context > shape_config(args.shape).max_position_embeddings:
             parser.error(f"context {context} leaves no prompt or exceeds the shape's {args.shape} context")
     start = time.perf_counter()
     model = random_model(args.shape, device, dtype)

@@ -9,7 +9,7 @@ from visualize.evaluation import (
     selection_recall_vs_budget,
     selector_recall_by_layer,
 )
-from visualize.latency import latency_comparison
+from visualize.latency import latency_comparison, stage_breakdown
 from visualize.recall import recall_by_layer
 from visualize.scores import estimated_vs_true_scatter, recall_vs_budget
 
@@ -26,4 +26,5 @@ __all__ = [
     "selection_density_map",
     "selection_recall_vs_budget",
     "selector_recall_by_layer",
+    "stage_breakdown",
 ]

@@ -72,3 +72,58 @@ def latency_comparison(
         template="plotly_white",
     )
     return fig
+
+
+STAGE_COLORS = {
+    "encode": "#9467bd",
+    "estimate + select": "#ff7f0e",
+    "sparse attention": ADAMAS_COLOR,
+    "dense attention": FULL_COLOR,
+    "rest of the model": "#bbbbbb",
+    "between kernels": "#eeeeee",
+}
+
+
+def stage_breakdown(stages_us: dict[str, dict[str, float]], step_ms: dict[str, float] | None = None) -> go.Figure:
+    """One decode step of each run split into stages (device µs), stacked; with `step_ms`, the gap to the measured step.
+
+    stages_us: run name ("adamas", "full") -> stage -> µs, as adamas.profiling.stage_times gives them.
+    step_ms: run name -> the run's mean measured step (ms); what the kernels leave of it shows as "between kernels".
+    """
+    if not isinstance(stages_us, dict) or not stages_us:
+        raise ValueError("stages_us must map at least one run to its stage times")
+    runs = list(stages_us)
+    columns = {run: {s: float(us) / 1e3 for s, us in stages_us[run].items()} for run in runs}  # ms
+    for run, parts in columns.items():
+        if not parts or any(not np.isfinite(v) or v < 0 for v in parts.values()):
+            raise ValueError(f"the stage times of {run!r} must be finite, non-negative numbers, got {stages_us[run]}")
+        if step_ms and run in step_ms:
+            parts["between kernels"] = max(float(step_ms[run]) - sum(parts.values()), 0.0)
+    labels = {"adamas": "Adamas", "full": "full attention"}
+    names = [labels.get(run, run) for run in runs]
+    fig = go.Figure()
+    stages = list(dict.fromkeys(s for parts in columns.values() for s in parts))
+    for stage in stages:
+        values = [columns[run].get(stage, 0.0) for run in runs]
+        fig.add_trace(
+            go.Bar(
+                y=names,
+                x=values,
+                name=stage,
+                orientation="h",
+                marker={"color": STAGE_COLORS.get(stage)},
+                hovertemplate=f"%{{y}}<br>{stage}: %{{x:.3f}} ms<extra></extra>",
+            )
+        )
+    kernels = {run: sum(v for s, v in columns[run].items() if s != "between kernels") for run in runs}
+    totals = ", ".join(f"{name} {kernels[run]:.2f} ms" for run, name in zip(runs, names, strict=True))
+    fig.update_layout(
+        barmode="stack",
+        title={"text": f"Where one decode step's GPU time goes<br><sup>kernels of one profiled step: {totals}</sup>"},
+        xaxis={"title": "ms per decode step", "rangemode": "tozero"},
+        legend={"orientation": "h", "x": 0, "y": -0.45, "yanchor": "top", "traceorder": "normal"},
+        template="plotly_white",
+        height=340,
+        margin={"l": 110},
+    )
+    return fig
