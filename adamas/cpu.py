@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adamas.reference import EXCLUDED, hadamard, hadamard_matrix
+from adamas.reference import hadamard, hadamard_matrix
 
 __all__ = ["dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]
 
@@ -62,7 +62,7 @@ def _planes(codes: np.ndarray) -> np.ndarray:
     shifted onto the odd bits: P = W + ceil(W / 2) planes for W = d // 32 words.
     """
     word = np.uint64 if codes.shape[-1] % 8 == 0 else np.uint32
-    one, even = word(1), word(_EVEN_BITS & np.iinfo(word).max)
+    one, even = word(1), word(_EVEN_BITS if word is np.uint64 else _EVEN_BITS & 0xFFFFFFFF)
     lo = np.ascontiguousarray(codes).view(word).swapaxes(-1, -2).copy()  # [B, H, W, N], a copy: worked in place
     w = lo.shape[2]
     planes = np.empty((*lo.shape[:2], w + (w + 1) // 2, lo.shape[3]), dtype=word)  # [B, H, P, N]
@@ -84,14 +84,15 @@ def _planes(codes: np.ndarray) -> np.ndarray:
 
 
 def _distances(q_codes: torch.Tensor, k_codes: torch.Tensor) -> np.ndarray:
-    """L1 code distances as numpy int32 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
-    b, hq, _ = q_codes.shape
+    """L1 code distances as numpy uint8 (d <= 64) or uint16 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
+    b, hq, bytes_per_code = q_codes.shape
     hkv, length = k_codes.shape[1], k_codes.shape[2]
     k_planes = _planes(k_codes.numpy())  # [B, Hkv, P, L]
     q_planes = _planes(q_codes.numpy()[:, :, None]).reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
-    dist = np.zeros((b, hkv, hq // hkv, length), dtype=np.int32)
-    flips = np.empty(dist.shape, dtype=k_planes.dtype)
-    counts = np.empty(dist.shape, dtype=np.uint8)
+    shape = (b, hkv, hq // hkv, length)
+    # counts add up in the narrowest type that holds 3d: no pass over the distances only to widen them
+    dist = np.zeros(shape, dtype=np.uint8 if 3 * 4 * bytes_per_code <= 255 else np.uint16)
+    flips, counts = np.empty(shape, dtype=k_planes.dtype), np.empty(shape, dtype=np.uint8)
     for p in range(k_planes.shape[2]):  # one plane at a time: every pass reads contiguous memory
         np.bitwise_xor(k_planes[:, :, None, p], q_planes[:, :, :, p], out=flips)
         np.bitwise_count(flips, out=counts)
@@ -105,22 +106,31 @@ def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
     q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8 -> int32 [B, Hq, L].
     """
     b, hq, _ = q_codes.shape
-    return torch.from_numpy(_distances(q_codes, k_codes).reshape(b, hq, -1))
+    return torch.from_numpy(_distances(q_codes, k_codes).astype(np.int32).reshape(b, hq, -1))
 
 
-def _pin(dist: np.ndarray, sink: int, recent: int, valid: torch.Tensor | None) -> None:
-    """reference.mark_forced in place on dist [B, Hkv, G, L]: -1 for forced tokens, EXCLUDED for invalid ones."""
-    length = dist.shape[-1]
+_FORCED, _EXCLUDED = -(1 << 16), 1 << 16
+"""Added to the distance (0 .. 3d) of a forced token, to rank it first, and of an invalid one, to rank it last."""
+
+
+def _ranked(dist: np.ndarray, sink: int, recent: int, valid: torch.Tensor | None) -> np.ndarray:
+    """int32 keys [B, Hkv, G, L] that order the tokens as reference.mark_forced's distances do, in one pass.
+
+    The first `sink` and last `recent` (valid) tokens rank before all others, invalid ones
+    after all others (at _EXCLUDED or more); the rest keep their distance.
+    """
     if valid is None:
+        dist = dist.astype(np.int32)
         dist[..., :sink] = -1
-        dist[..., max(length - recent, 0) :] = -1
-        return
+        dist[..., max(dist.shape[-1] - recent, 0) :] = -1
+        return dist
     ok = valid.numpy()  # [B, L]
-    forced = ok & ((ok.cumsum(-1) <= sink) | (ok[:, ::-1].cumsum(-1)[:, ::-1] <= recent))
-    pinned = forced | ~ok
-    if pinned.any():
-        values = np.where(forced, np.int32(-1), np.int32(EXCLUDED))  # [B, L]
-        np.copyto(dist, values[:, None, None], where=pinned[:, None, None])
+    shift = np.where(ok, np.int32(0), np.int32(_EXCLUDED))  # [B, L]
+    for row, kept in zip(shift, ok, strict=True):  # a row's sink and recent tokens among its valid ones
+        positions = np.flatnonzero(kept)
+        row[positions[:sink]] = _FORCED
+        row[positions[max(len(positions) - recent, 0) :]] = _FORCED
+    return np.add(dist, shift[:, None, None], dtype=np.int32)
 
 
 def _smallest(dist: np.ndarray, k: int) -> np.ndarray:
@@ -153,13 +163,38 @@ def nearest(
     -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
     """
     b, hq, _ = q_codes.shape
-    dist = _distances(q_codes, k_codes)  # [B, Hkv, G, L]
-    if sink or recent or valid is not None:
-        _pin(dist, sink, recent, valid)
-    idx = _smallest(dist, min(budget, dist.shape[-1]))  # [B, Hkv, G, K]
+    rank = _ranked(_distances(q_codes, k_codes), sink, recent, valid)  # int32 [B, Hkv, G, L]
+    idx = _smallest(rank, min(budget, rank.shape[-1]))  # [B, Hkv, G, K]
     if valid is not None:
-        idx[np.take_along_axis(dist, idx, axis=-1) == EXCLUDED] = -1
+        idx[np.take_along_axis(rank, idx, axis=-1) >= _EXCLUDED] = -1
     return torch.from_numpy(idx.reshape(b, hq, -1))
+
+
+def _row_matrix(x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
+    """x [B, Hkv, L, d] read in place as one matrix of its rows [N, d], with the row step per batch and per head.
+
+    None when its rows lie on no common stride (a contiguous tensor, or a slice of a larger
+    cache buffer, always do).
+    """
+    b, hkv, length, d = x.shape
+    s_batch, s_head, s_row, s_col = (0 if n == 1 else s for n, s in zip(x.shape, x.stride(), strict=True))
+    s_row, s_col = (s_row or d), (s_col or 1)  # a dim of size 1 has no stride to keep
+    if s_col != 1 or s_row < d or s_batch % s_row or s_head % s_row:
+        return None
+    per_batch, per_head = s_batch // s_row, s_head // s_row
+    return x.as_strided(((b - 1) * per_batch + (hkv - 1) * per_head + length, d), (s_row, 1)), per_batch, per_head
+
+
+def _gather(x: torch.Tensor, idx: np.ndarray, group: int) -> torch.Tensor:
+    """x[b, h // group, idx[b, h, i]] for x [B, Hkv, L, d] and idx [B, Hq, K] in [0, L): [B, Hq, K, d]."""
+    found = _row_matrix(x)
+    if found is None:  # index element-wise
+        batch, heads = np.arange(idx.shape[0])[:, None, None], (np.arange(idx.shape[1]) // group)[None, :, None]
+        return x[torch.from_numpy(batch), torch.from_numpy(heads), torch.from_numpy(idx)]
+    matrix, per_batch, per_head = found
+    first = np.arange(idx.shape[0])[:, None] * per_batch + (np.arange(idx.shape[1]) // group) * per_head  # [B, Hq]
+    rows = torch.from_numpy((idx + first[:, :, None]).reshape(-1))
+    return matrix.index_select(0, rows).view(*idx.shape, x.shape[-1])
 
 
 def sparse_attention(
@@ -170,21 +205,13 @@ def sparse_attention(
     q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] int -> [B, Hq, d] in q's dtype; an index
     of -1 marks an empty slot that gets no weight.
     """
-    b, hq, kk = idx.shape
-    hkv, length, d = k.shape[1:]
-    rows = idx.clamp(min=0)
-    if k.is_contiguous() and v.is_contiguous():  # one index_select per tensor over its [B * Hkv * L, d] rows
-        heads = torch.arange(b)[:, None] * hkv + torch.arange(hq) // (hq // hkv)  # [B, Hq]: row b * Hkv + KV head
-        flat = (heads[:, :, None] * length + rows).reshape(-1)
-        k_sel = k.view(-1, d).index_select(0, flat).view(b, hq, kk, d)
-        v_sel = v.view(-1, d).index_select(0, flat).view(b, hq, kk, d)
-    else:  # a strided view (e.g. a slice of a larger buffer): index it in place
-        batch, heads = torch.arange(b)[:, None, None], (torch.arange(hq) // (hq // hkv))[None, :, None]
-        k_sel, v_sel = k[batch, heads, rows], v[batch, heads, rows]  # [B, Hq, K, d]
+    group = idx.shape[1] // k.shape[1]
+    picks = idx.numpy().astype(np.int64)  # [B, Hq, K]
+    empty = picks < 0
+    rows = np.maximum(picks, 0)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    k_sel, v_sel = k_sel.to(compute), v_sel.to(compute)
-    empty = idx < 0
-    mask = ~empty[:, :, None, :] if bool(empty.any()) else None  # [B, Hq, 1, K]
+    k_sel, v_sel = (_gather(x, rows, group).to(compute) for x in (k, v))  # [B, Hq, K, d]
+    mask = torch.from_numpy(~empty[:, :, None, :]) if empty.any() else None  # [B, Hq, 1, K]
     out = F.scaled_dot_product_attention(q[:, :, None].to(compute), k_sel, v_sel, attn_mask=mask, scale=scale)
     return out[:, :, 0].to(q.dtype)
 

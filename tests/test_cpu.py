@@ -120,15 +120,17 @@ def test_encode_equals_the_reference(shape, dtype, per_head):
 
 @dtypes
 @cases
-@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("layout", ["contiguous", "sliced", "token-major"])
 def test_sparse_attention_equals_the_reference(case, dtype, layout):
     b, hq, hkv, length, d = case
     gen = seeded("sparse", case, dtype, layout)
     q = randn(b, hq, d, gen=gen, dtype=dtype)
-    k, v = (randn(b, hkv, length + 3, d, gen=gen, dtype=dtype) for _ in range(2))
+    k, v = (randn(b, length + 3, hkv, d, gen=gen, dtype=dtype).transpose(1, 2) for _ in range(2))
     if layout == "contiguous":
         k, v = k[:, :, :length].contiguous(), v[:, :, :length].contiguous()
-    else:  # a slice of a larger buffer, as a fixed-capacity cache hands out
+    elif layout == "sliced":  # a slice of a larger buffer, as a growing or fixed-capacity cache hands out
+        k, v = k.contiguous()[:, :, :length], v.contiguous()[:, :, :length]
+    else:  # rows of one token's heads side by side: no common row stride, indexed element-wise
         k, v = k[:, :, :length], v[:, :, :length]
     q_codes, k_codes = codes_for(case, "sparse-codes", dtype, layout)
     idx = cpu.nearest(q_codes, k_codes, 50, valid=padding(b, length))  # empty slots where few are valid
