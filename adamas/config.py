@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PAPER_THRESHOLDS: tuple[float, float, float] = (-10.0, 0.0, 10.0)
 """Bucket edges of the authors' code, tuned on Llama-2 at head_dim 128."""
@@ -11,6 +11,18 @@ PAPER_THRESHOLDS: tuple[float, float, float] = (-10.0, 0.0, 10.0)
 CALIBRATION_QUANTILES: tuple[float, float, float] = (0.35, 0.5, 0.65)
 """Quantiles of the prefill keys' transformed values for "calibrated" thresholds: the best recall
 measured on SmolLM2 (benchmarks/results/threshold_recall_cpu.json)."""
+
+DEFAULT_THRESHOLDS: tuple[float, float, float] | str = "calibrated"
+DEFAULT_DENSE_LAYERS: tuple[int, ...] = (0, 1)
+DEFAULT_SINK = 4
+DEFAULT_RECENT = 32
+WINDOW_BUDGET = 64
+"""Defaults chosen by measurement (benchmarks/choose_defaults.py, docs/evaluation.md): on SmolLM2, 12 passkeys at 2K-7K
+and 6 needle questions, calibrated thresholds with 4 sink and 32 recent tokens found 7/12 and 5/6 at budget 64 (the
+paper's settings 3/12 and 1/6; full attention 8/12 and 5/6), as many as full attention at budget 128. Below budget
+WINDOW_BUDGET, the smallest measured, an unset sink and recent window shrink in proportion to the budget."""
+PAPER_FIELDS: dict[str, object] = {"thresholds": "paper", "dense_layers": (0, 1), "sink": 0, "recent": 0}
+"""The paper's decode settings, short of the budget: what `AdamasConfig.paper()` sets."""
 
 BACKENDS = ("auto", "torch", "triton", "cpu")
 SELECTORS = ("adamas", "adamas-calibrated", "quest", "streaming", "oracle", "full")
@@ -81,17 +93,21 @@ class AdamasConfig:
     thresholds: bucket edges for the 2-bit codes, "paper" for (-10, 0, 10), or "calibrated":
         per layer and KV head, the `calibration_quantiles` of the prefill keys' transformed values.
     dense_layers: layer indices that always run full attention.
-    sink: the first `sink` tokens are always selected.
-    recent: the last `recent` tokens are always selected.
+    sink: the first `sink` tokens are always selected; unset (None), DEFAULT_SINK scaled to the
+        budget (see `default_window`).
+    recent: the last `recent` tokens are always selected; unset, DEFAULT_RECENT scaled likewise.
     backend: "auto" (Triton on CUDA, PyTorch elsewhere), "torch" or "triton".
+
+    The defaults are the best of a measured grid on the default model (benchmarks/choose_defaults.py,
+    docs/evaluation.md); `AdamasConfig.paper()` gives the paper's settings.
     """
 
     budget: int = 128
-    thresholds: tuple[float, float, float] | str = field(default=PAPER_THRESHOLDS)
+    thresholds: tuple[float, float, float] | str = DEFAULT_THRESHOLDS
     calibration_quantiles: tuple[float, float, float] = CALIBRATION_QUANTILES
-    dense_layers: tuple[int, ...] = (0, 1)
-    sink: int = 0
-    recent: int = 0
+    dense_layers: tuple[int, ...] = DEFAULT_DENSE_LAYERS
+    sink: int | None = None
+    recent: int | None = None
     backend: str = "auto"
     selector: str = "adamas"
 
@@ -110,9 +126,36 @@ class AdamasConfig:
             raise TypeError(f"dense_layers must be a sequence of ints, got {self.dense_layers!r}")
         layers = tuple(check_int("dense_layers item", i, 0) for i in self.dense_layers)
         object.__setattr__(self, "dense_layers", layers)
-        check_int("sink", self.sink, 0)
-        check_int("recent", self.recent, 0)
-        if self.sink + self.recent > self.budget:
-            raise ValueError(f"sink + recent ({self.sink} + {self.recent}) must not exceed budget ({self.budget})")
+        self._resolve_window()
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    @classmethod
+    def paper(cls, budget: int = 128, **fields: object) -> AdamasConfig:
+        """The paper's decode step at `budget`: thresholds (-10, 0, 10), layers 0 and 1 dense, no sink or
+        recent tokens; `fields` override any of them."""
+        return cls(budget=budget, **(PAPER_FIELDS | fields))  # type: ignore[arg-type]
+
+    def _resolve_window(self) -> None:
+        """Check sink and recent; fill an unset one from `default_window`, within what the other leaves."""
+        sink = None if self.sink is None else check_int("sink", self.sink, 0)
+        recent = None if self.recent is None else check_int("recent", self.recent, 0)
+        default_sink, default_recent = default_window(self.budget)
+        if sink is None:
+            sink = max(0, min(default_sink, self.budget - (recent or 0)))
+        if recent is None:
+            recent = max(0, min(default_recent, self.budget - sink))
+        if sink + recent > self.budget:
+            raise ValueError(
+                f"sink + recent ({sink} + {recent}) must not exceed budget ({self.budget}); "
+                "leave one unset to fit it to the budget"
+            )
+        object.__setattr__(self, "sink", sink)
+        object.__setattr__(self, "recent", recent)
+
+
+def default_window(budget: int) -> tuple[int, int]:
+    """(sink, recent) of a config that sets neither: DEFAULT_SINK and DEFAULT_RECENT from budget WINDOW_BUDGET
+    up, shrunk in proportion below it (budget 16: 1 and 8), so that every budget keeps room for selected tokens."""
+    scale = min(budget, WINDOW_BUDGET)
+    return DEFAULT_SINK * scale // WINDOW_BUDGET, DEFAULT_RECENT * scale // WINDOW_BUDGET

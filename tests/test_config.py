@@ -5,13 +5,46 @@ import dataclasses
 import pytest
 
 from adamas import PAPER_THRESHOLDS, AdamasConfig
+from adamas.config import DEFAULT_DENSE_LAYERS, DEFAULT_RECENT, DEFAULT_SINK, DEFAULT_THRESHOLDS, WINDOW_BUDGET
 
 
-def test_defaults_follow_the_paper():
+def test_defaults_are_the_measured_choice_and_the_paper_is_one_call_away():
     config = AdamasConfig()
-    assert config.thresholds == PAPER_THRESHOLDS == (-10.0, 0.0, 10.0)
-    assert config.dense_layers == (0, 1)
-    assert (config.sink, config.recent, config.backend) == (0, 0, "auto")
+    assert (config.thresholds, config.dense_layers) == (DEFAULT_THRESHOLDS, DEFAULT_DENSE_LAYERS)
+    assert (config.sink, config.recent, config.backend) == (DEFAULT_SINK, DEFAULT_RECENT, "auto")
+    paper = AdamasConfig.paper(64)
+    assert paper.thresholds == PAPER_THRESHOLDS == (-10.0, 0.0, 10.0)
+    assert (paper.budget, paper.dense_layers, paper.sink, paper.recent) == (64, (0, 1), 0, 0)
+    assert AdamasConfig.paper(budget=16, sink=2, selector="oracle").sink == 2
+
+
+@pytest.mark.parametrize(
+    ("budget", "given", "window"),
+    [
+        (1, {}, (0, 0)),
+        (4, {}, (0, 2)),
+        (16, {}, (1, 8)),
+        (WINDOW_BUDGET, {}, (DEFAULT_SINK, DEFAULT_RECENT)),
+        (4096, {}, (DEFAULT_SINK, DEFAULT_RECENT)),
+        (16, {"sink": 10}, (10, 6)),
+        (16, {"recent": 16}, (0, 16)),
+        (128, {"sink": 0}, (0, DEFAULT_RECENT)),
+        (128, {"sink": 8, "recent": 0}, (8, 0)),
+    ],
+    ids=lambda v: "-".join(f"{k}{x}" for k, x in v.items()) if isinstance(v, dict) else str(v),
+)
+def test_an_unset_window_scales_to_the_budget_and_fits_around_a_set_one(budget, given, window):
+    config = AdamasConfig(budget=budget, **given)
+    assert (config.sink, config.recent) == window
+    assert config.sink + config.recent <= budget
+
+
+def test_replace_keeps_the_resolved_window_and_says_how_to_shrink_it():
+    config = AdamasConfig()
+    assert dataclasses.replace(config, budget=256).recent == DEFAULT_RECENT
+    with pytest.raises(ValueError, match=rf"sink \+ recent \({DEFAULT_SINK} \+ {DEFAULT_RECENT}\).*leave one unset"):
+        dataclasses.replace(config, budget=16)
+    assert dataclasses.replace(config, budget=16, sink=None, recent=None).recent == 8
 
 
 def test_values_are_normalised_and_frozen():
@@ -40,6 +73,7 @@ def test_values_are_normalised_and_frozen():
         ({"sink": -1}, ValueError, "sink"),
         ({"recent": 2.5}, TypeError, "recent"),
         ({"budget": 8, "sink": 4, "recent": 5}, ValueError, r"sink \+ recent \(4 \+ 5\).*budget \(8\)"),
+        ({"budget": 8, "sink": 9}, ValueError, r"sink \+ recent \(9 \+ 0\) must not exceed budget \(8\)"),
         ({"backend": "cuda"}, ValueError, "'cuda'"),
     ],
 )

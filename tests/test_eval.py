@@ -10,6 +10,7 @@ from helpers import DEVICE
 from tiny_models import TINY, tiny_model
 
 import adamas
+from adamas import generation
 from adamas.config import SELECTORS
 from adamas.eval import __main__ as cli
 from adamas.eval import decoding, perplexity, recall, report, runner, tasks
@@ -132,8 +133,8 @@ def test_recall_is_one_at_a_budget_covering_the_context(selector):
 
 def test_recall_below_one_when_tokens_are_dropped_and_one_for_the_oracle():
     model, ids = tiny_model("llama"), random_ids(60)
-    assert traced_recall(model, ids, adamas.AdamasConfig(budget=4)).mean() < 0.99
-    assert traced_recall(model, ids, adamas.AdamasConfig(selector="oracle", budget=4)).mean() == pytest.approx(1.0)
+    assert traced_recall(model, ids, adamas.AdamasConfig.paper(4)).mean() < 0.99
+    assert traced_recall(model, ids, adamas.AdamasConfig.paper(4, selector="oracle")).mean() == pytest.approx(1.0)
     assert math.isnan(traced_recall(model, ids, adamas.AdamasConfig(selector="full")).mean())
 
 
@@ -300,3 +301,32 @@ def test_latest_results_prefers_the_newest_full_run_to_a_newer_quick_one(tmp_pat
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.json").write_text("not json")
     assert report.latest_results(tmp_path) == tmp_path / "full-new" / "results.json"
+
+
+DEFAULT_PASSKEYS = [(2048, 0.7), (4096, 0.4), (7168, 0.1)]
+"""Passkey prompts (length, depth; seed 0) that full attention answers on SmolLM2 (benchmarks/results/defaults_cpu.json:
+at budget 64 the defaults found all 3, the paper's settings 1)."""
+
+
+def answer_score(model, tokenizer, pre: decoding.Prefill, task: tasks.Task, config) -> tuple[float, str]:
+    """Greedy answer to `task` after its prefill under `config`, stopped at the end of turn or once right."""
+    stops = generation.stop_ids(model, tokenizer)
+
+    def done(ids: list[int]) -> bool:
+        return ids[-1] in stops or tasks.score(task.expected, tokenizer.decode(ids)) == 1.0
+
+    answer = tokenizer.decode(decoding.greedy_answer(model, pre, config, task.max_new_tokens, done))
+    return tasks.score(task.expected, answer), answer
+
+
+def test_default_config_finds_passkeys_at_budget_64_about_as_often_as_full_attention(smollm2):
+    model, tokenizer = smollm2
+    found, answers = {"full": 0.0, "defaults": 0.0}, []
+    for length, depth in DEFAULT_PASSKEYS:
+        task = tasks.passkey(tokenizer, length, depth)
+        pre = decoding.prefill(model, task.ids)
+        for name, config in (("full", None), ("defaults", adamas.AdamasConfig(budget=64))):
+            score, answer = answer_score(model, tokenizer, pre, task, config)
+            found[name] += score
+            answers.append((name, length, depth, task.expected[0], answer))
+    assert found["defaults"] >= found["full"] - 1, f"passkeys found {found}: {answers}"

@@ -54,7 +54,7 @@ def test_small_budget_decodes_through_the_sparse_path(family, decode_calls):
 def test_cache_layer_keeps_codes_of_every_key():
     model = tiny_model("llama")
     ids, mask = prompt_batch(batch=1)
-    config = adamas.AdamasConfig(budget=8)
+    config = adamas.AdamasConfig.paper(budget=8)
     cache = integration.AdamasCache(config, TINY["num_hidden_layers"])
     kwargs = {integration.CACHE_ARGUMENT: cache}
     model.generate(ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, do_sample=False, **kwargs)

@@ -131,10 +131,10 @@ def test_kernels_launch_on_their_tensors_gpu_not_the_current_one():
     gen = torch.Generator().manual_seed(5)
     q = torch.randn(1, 8, 64, generator=gen).to(CUDA1)
     k, v = (torch.randn(1, 2, 300, 64, generator=gen).to(CUDA1) for _ in range(2))
-    config = adamas.AdamasConfig(budget=512, dense_layers=())
+    config = adamas.AdamasConfig.paper(budget=512, dense_layers=())
     with torch.cuda.device(CUDA0):  # Triton launches on the current device unless adamas.ops switches it
         codes = adamas.encode(k)
         out = adamas.decode_attention(q, k, v, codes, config)
     assert torch.equal(codes, adamas.encode(k, backend="torch"))
-    reference = adamas.AdamasConfig(budget=512, dense_layers=(), backend="torch")
+    reference = adamas.AdamasConfig.paper(budget=512, dense_layers=(), backend="torch")
     assert_close("decode on cuda:1", out, adamas.decode_attention(q, k, v, codes, reference), torch.float32)

@@ -25,7 +25,7 @@ def decode_inputs(shape, dtype, gen):
 @BACKENDS
 def test_budget_at_least_context_equals_dense(shape, dtype, backend):
     q, k, v, codes = decode_inputs(shape, dtype, seeded("full", shape, dtype, backend))
-    config = adamas.AdamasConfig(budget=shape[3], dense_layers=(), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=shape[3], dense_layers=(), backend=backend)
     out = adamas.decode_attention(q, k, v, codes, config)
     assert_close("decode_attention", out, reference.dense_attention(q, k, v, shape[4] ** -0.5), dtype)
 
@@ -36,7 +36,7 @@ def test_budget_at_least_context_equals_dense(shape, dtype, backend):
 @pytest.mark.parametrize("budget", [1, 16, 64])
 def test_decode_selects_by_code_distance(shape, dtype, backend, budget):
     q, k, v, codes = decode_inputs(shape, dtype, seeded("sparse", shape, dtype, backend, budget))
-    config = adamas.AdamasConfig(budget=budget, dense_layers=(), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=budget, dense_layers=(), backend=backend)
     out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True)
     dist = reference.manhattan(reference.encode(q, config.thresholds), codes)
     assert_valid_selection(idx, dist, budget)
@@ -49,7 +49,7 @@ def test_decode_keeps_sink_and_recent_and_finds_a_planted_key(backend):
     q, k, v, _ = decode_inputs((1, 4, 2, 300, 64), torch.float32, gen)
     k[:, :, 150] = q.view(1, 2, 2, 64)[:, :, 0] * 3  # a key aligned with the first query head of each group
     codes = adamas.encode(k, backend="torch")
-    config = adamas.AdamasConfig(budget=16, sink=4, recent=8, dense_layers=(), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=16, sink=4, recent=8, dense_layers=(), backend=backend)
     _, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True)
     for h in range(4):
         kept = set(idx[0, h].tolist())
@@ -63,7 +63,7 @@ def test_decode_never_selects_padding(backend, budget):
     q, k, v, codes = decode_inputs((2, 4, 2, 40, 64), torch.float32, seeded("pad", backend, budget))
     valid = torch.ones(2, 40, dtype=torch.bool, device=DEVICE)
     valid[1, :25] = False  # a left-padded row with 15 real tokens
-    config = adamas.AdamasConfig(budget=budget, sink=1, dense_layers=(), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=budget, sink=1, dense_layers=(), backend=backend)
     out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid)
     assert not ((idx[1] >= 0) & (idx[1] < 25)).any(), "a padded token was selected"
     assert (idx[1] == 25).any(dim=-1).all(), "the first real token is the sink"
@@ -78,7 +78,7 @@ def test_decode_with_per_head_thresholds(backend):
     q, k, v, _ = decode_inputs((2, 6, 2, 90, 64), torch.float32, seeded("calibrated", backend))
     edges = adamas.calibrate(k)  # [Hkv, 3]
     codes = adamas.encode(k, edges, backend="torch")
-    config = adamas.AdamasConfig(budget=16, thresholds="calibrated", dense_layers=(), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=16, thresholds="calibrated", dense_layers=(), backend=backend)
     out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, thresholds=edges)
     dist = reference.manhattan(reference.encode(q, edges.repeat_interleave(3, dim=0)), codes)
     assert_valid_selection(idx, dist, 16)
@@ -90,7 +90,7 @@ def test_decode_with_per_head_thresholds(backend):
 @BACKENDS
 def test_dense_layers_and_the_full_selector_run_full_attention(backend):
     q, k, v, codes = decode_inputs((2, 4, 2, 100, 64), torch.float32, seeded("dense-layer", backend))
-    config = adamas.AdamasConfig(budget=4, dense_layers=(0, 1), backend=backend)
+    config = adamas.AdamasConfig.paper(budget=4, dense_layers=(0, 1), backend=backend)
     out, idx = adamas.decode_attention(q, k, v, codes, config, layer_idx=1, return_indices=True)
     assert idx is None
     assert_close("dense layer", out, reference.dense_attention(q, k, v, 64**-0.5), torch.float32)
@@ -98,7 +98,7 @@ def test_dense_layers_and_the_full_selector_run_full_attention(backend):
     assert (sparse - out).abs().max() > 1e-3, "layer 2 should be sparse at budget 4"
     valid = torch.ones(2, 100, dtype=torch.bool, device=DEVICE)
     valid[1, :60] = False  # left padding
-    full = adamas.AdamasConfig(selector="full", backend=backend)
+    full = adamas.AdamasConfig.paper(selector="full", backend=backend)
     out = adamas.decode_attention(q, k, v, codes, full, valid=valid)
     assert_close("full selector", out, reference.dense_attention(q, k, v, 64**-0.5, valid), torch.float32)
 
@@ -205,7 +205,7 @@ q0, k0, i0 = torch.zeros(1, 4, 64), torch.zeros(1, 2, 9, 64), torch.zeros(1, 4, 
         (lambda: adamas.sparse_attention(q0, k0, k0, i0, scale=-1.0), ValueError, "scale"),
         (lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 9, 16), {"budget": 4}), TypeError, "AdamasConfig"),
         (
-            lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 8, 16), adamas.AdamasConfig()),
+            lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 8, 16), adamas.AdamasConfig.paper()),
             ValueError,
             r"k_codes must have shape \(1, 2, 9, 16\)",
         ),
@@ -230,7 +230,7 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     q, k, v, codes = decode_inputs((2, 8, 2, 700, 64), torch.float32, gen)
     valid = torch.ones(2, 700, dtype=torch.bool, device=DEVICE)
     valid[1, 500:] = False  # a static cache's unwritten tail
-    config = adamas.AdamasConfig(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
+    config = adamas.AdamasConfig.paper(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
     runs = []
     for max_budget, min_tokens in ((1024, 0), (0, 1 << 30)):  # fused everywhere, then never
         monkeypatch.setattr(adamas.ops, "NEAREST_MAX_BUDGET", max_budget)
@@ -263,7 +263,7 @@ def test_decode_steps_take_the_fused_kernel_by_the_rule(budget, min_tokens, fuse
     monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", min_tokens)
     gen = seeded("dispatch", budget)
     q, k, v, codes = decode_inputs((1, 4, 2, 400, 64), torch.float32, gen)
-    config = adamas.AdamasConfig(budget=budget, dense_layers=(), backend="triton")
+    config = adamas.AdamasConfig.paper(budget=budget, dense_layers=(), backend="triton")
     valid = torch.ones(1, 400, dtype=torch.bool, device=DEVICE) if masked else None
     adamas.decode_attention(q, k, v, codes, config, valid=valid)
     assert calls == ([1] if fused else [])

@@ -107,7 +107,7 @@ def test_quest_never_picks_invalid_tokens():
 @pytest.mark.parametrize("selector", ["quest", "streaming", "oracle"])
 def test_decode_attention_attends_over_the_selectors_choice(selector):
     q, k, v = qk(2, 8, 2, 150)
-    config = adamas.AdamasConfig(budget=32, selector=selector, dense_layers=())
+    config = adamas.AdamasConfig.paper(budget=32, selector=selector, dense_layers=())
     out, idx = adamas.decode_attention(q, k, v, adamas.encode(k), config, return_indices=True)
     assert_close(selector, out, reference.sparse_attention(q, k, v, idx, 32**-0.5), torch.float32)
 
@@ -115,7 +115,7 @@ def test_decode_attention_attends_over_the_selectors_choice(selector):
 @pytest.mark.parametrize("selector", ["quest", "streaming", "oracle", "adamas", "full"])
 def test_a_budget_above_the_context_is_full_attention(selector):
     q, k, v = qk(1, 8, 2, 90)
-    config = adamas.AdamasConfig(budget=128, selector=selector, dense_layers=())
+    config = adamas.AdamasConfig.paper(budget=128, selector=selector, dense_layers=())
     out = adamas.decode_attention(q, k, v, adamas.encode(k), config)
     assert_close(selector, out, reference.dense_attention(q, k, v, 32**-0.5), torch.float32)
 
@@ -158,7 +158,7 @@ def test_every_selector_at_a_full_budget_decodes_like_full_attention(selector, d
 def test_small_budget_selectors_trace_their_recall(selector):
     model = tiny_model("qwen3")
     ids, _ = prompt_batch(batch=1, length=120)
-    config = adamas.AdamasConfig(budget=32, selector=selector)
+    config = adamas.AdamasConfig.paper(budget=32, selector=selector)
     tracer = tracing.Tracer(TINY["num_hidden_layers"], TINY["num_attention_heads"], 130, ())
     token = tracing.ACTIVE_TRACER.set(tracer)
     try:

@@ -61,13 +61,17 @@ class Grid:
         check_int("seed", self.seed, 0)
 
     def configs(self) -> list[tuple[str, int | None, AdamasConfig]]:
-        """(selector, budget, config) per decode run of a prompt; "full" once, with budget None."""
+        """(selector, budget, config) per decode run of a prompt; "full" once, with budget None.
+
+        Every selector runs on the paper's settings (AdamasConfig.paper: no sink or recent tokens,
+        layers 0 and 1 dense), so that the grid compares the selections alone.
+        """
         runs = []
         for selector in self.selectors:
             if selector == "full":
-                runs.append((selector, None, AdamasConfig(selector=selector)))
+                runs.append((selector, None, AdamasConfig.paper(selector=selector)))
             else:
-                runs += [(selector, b, AdamasConfig(selector=selector, budget=b)) for b in self.budgets]
+                runs += [(selector, b, AdamasConfig.paper(b, selector=selector)) for b in self.budgets]
         return runs
 
 
