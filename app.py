@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
 import math
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,10 +27,10 @@ import plotly.graph_objects as go
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from adamas.config import AdamasConfig
+from adamas.config import PAPER_THRESHOLDS, AdamasConfig
 from adamas.documents import MAX_DOCUMENT_BYTES, clean_text, read_document
 from adamas.eval.report import latest_results, load_results
-from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side
+from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side, graph_obstacle
 from adamas.loading import DEFAULT_MODEL_NAME, load_model, max_context
 from adamas.tracing import default_pairs
 from visualize import (
@@ -38,7 +40,9 @@ from visualize import (
     recall_by_layer,
     selected_token_heatmap,
     selection_density_map,
+    stage_breakdown,
 )
+from visualize.report import standalone_report
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,6 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 RESULTS_DIR = Path(__file__).resolve().parent / "benchmarks" / "results"  # the Evaluate tab reads the newest there
 BUDGETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """The budgets the slider snaps to: powers of two and the midpoints 1.5 times them."""
-DEFAULT_BUDGET = 128
 DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS = 32, 128  # traces grow with every step (see STATE_NOTE)
 HIGHLIGHT_TOKENS = 48  # the passage outlined in figure 1 when no example says where the answer is
 THRESHOLD_MODES = ("calibrated", "paper", "custom")
@@ -54,8 +57,8 @@ QUEUE_SIZE = 16  # runs waiting at most; more are refused with Gradio's "queue i
 LOCK_TIMEOUT_S = 900.0
 OUTPUTS = (
     "status", "adamas_answer", "adamas_stats", "full_answer", "full_stats", "summary",
-    "document_plot", "density_plot", "scatter_plot", "latency_plot", "recall_plot",
-    "layer", "head", "step", "recording",
+    "document_plot", "density_plot", "scatter_plot", "latency_plot", "recall_plot", "stage_plot",
+    "run_file", "report_file", "layer", "head", "step", "recording",
 )  # fmt: skip
 """The run handler's outputs, in order; `updates` fills the ones a yield leaves alone with gr.skip()."""
 
@@ -69,10 +72,19 @@ INTRO = (
 STOPPED = "**Stopped.** The answers so far stay; the figures come with a run that finishes."
 FILE_KINDS = ".txt, .md, .pdf, .html, source code"
 CSS = "#document-plot { max-height: 720px; overflow-y: auto; }"  # a long document's page scrolls in place
+SETTINGS_NOTE = (
+    "The measured defaults did best on this project's evaluation grid (docs/evaluation.md); the paper's "
+    "settings are the authors': fixed thresholds, no sink or recent tokens."
+)
 STATE_NOTE = (
     "Score traces are kept for all heads of four sparse layers spread over the depth, at every step: "
     "pick a layer, head and step to redraw figure 3 without running the model again."
 )
+
+
+def settings_values(config: AdamasConfig) -> tuple:
+    """The Advanced settings' values (thresholds, custom, dense layers, sink, recent) of a config."""
+    return threshold_mode(config), custom_text(config), list(config.dense_layers), config.sink, config.recent
 
 
 def updates(**values: object) -> tuple:
@@ -105,6 +117,18 @@ def parse_thresholds(mode: str, custom: str) -> str | tuple[float, ...]:
         ) from None
 
 
+def threshold_mode(config: AdamasConfig) -> str:
+    """The Thresholds menu entry of a config: 'calibrated', 'paper' or 'custom'."""
+    if config.thresholds == "calibrated":
+        return "calibrated"
+    return "paper" if config.thresholds == PAPER_THRESHOLDS else "custom"
+
+
+def custom_text(config: AdamasConfig) -> str:
+    """The Custom thresholds box's text for a config: its own three numbers, or an example."""
+    return "-1, 0, 1" if isinstance(config.thresholds, str) else ", ".join(f"{t:g}" for t in config.thresholds)
+
+
 def whole(name: str, value: object, low: int, high: int | None = None) -> int:
     """A UI number as an int in [low, high], else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -116,11 +140,15 @@ def whole(name: str, value: object, low: int, high: int | None = None) -> int:
 
 
 def device_note(model: torch.nn.Module) -> str:
-    """Which decode path runs, in words: the Triton kernels on a GPU, else the PyTorch reference."""
+    """How both runs decode, in words, so that the latencies shown can be read for what they are."""
     device = next(model.parameters()).device
-    if device.type == "cuda":
-        return f"Triton kernels on {torch.cuda.get_device_name(device)}"
-    return "PyTorch reference on CPU (no GPU): latencies show the reference, not the kernels"
+    if device.type != "cuda":
+        return "CPU (no GPU): both runs decode eagerly in PyTorch, each step timed as it runs"
+    name = torch.cuda.get_device_name(device)
+    obstacle = graph_obstacle(model)
+    if obstacle is None:
+        return f"Triton kernels on {name}, every decode step one CUDA-graph replay, as the library runs"
+    return f"Triton kernels on {name}; latencies are **eager** (steps driven from Python): {obstacle}"
 
 
 def load_examples(directory: Path = EXAMPLES_DIR) -> list[dict[str, str]]:
@@ -141,6 +169,7 @@ class Job:
     max_new_tokens: int
     pairs: tuple[tuple[int, int], ...]
     highlight: tuple[int, int] | None  # the evidence's document tokens, when an example names it
+    question: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -169,6 +198,21 @@ class Session:
             "document_tokens": len(prompt.tokens),
             "dropped_tokens": prompt.dropped,
             "warnings": self.job.notes,
+        }
+
+    def export(self, model_name: str, device: str) -> dict:
+        """The run as one JSON-ready dict: model, settings, the answers and summary numbers, and the traces.
+
+        The document's text is left out: only its question and token counts travel with a shared run.
+        """
+        return {
+            "adamas_studio_run": 1,
+            "model": model_name,
+            "device": device,
+            "question": self.job.question,
+            "settings": dataclasses.asdict(self.job.config) | {"max_new_tokens": self.job.max_new_tokens},
+            "summary": self.summary(),
+            "run": self.result.to_dict(),
         }
 
     def summary_line(self) -> str:
@@ -214,7 +258,7 @@ def scatter_figure(session: Session | None, layer: object, head: object, step: o
 def trace_figures(session: Session) -> dict[str, go.Figure | None]:
     """Figures 1, 2, 4 and 5 of a finished run; those with no decode steps to show are None."""
     result, dense, budget = session.result, session.job.config.dense_layers, session.job.config.budget
-    figures = dict.fromkeys(("density_plot", "recall_plot", "latency_plot"))
+    figures = dict.fromkeys(("density_plot", "recall_plot", "latency_plot", "stage_plot"))
     figures["document_plot"] = document_figure(session)
     if result.recall:
         title = "2 · Selection density: layer × head × position"
@@ -225,6 +269,9 @@ def trace_figures(session: Session) -> dict[str, go.Figure | None]:
         figures["latency_plot"] = numbered(
             4, latency_comparison(result.step_ms["adamas"], result.step_ms["full"], prefill)
         )
+    if result.stages:
+        means = {mode: float(np.mean(ms)) for mode, ms in result.step_ms.items() if ms}
+        figures["stage_plot"] = numbered(6, stage_breakdown(result.stages, means))
     return figures
 
 
@@ -258,8 +305,9 @@ class Studio:
         self.layers, self.heads = model.config.num_hidden_layers, model.config.num_attention_heads
         self.device = device_note(model)
         self.examples = load_examples() if examples is None else examples
-        self.defaults = AdamasConfig(budget=DEFAULT_BUDGET, thresholds="calibrated")
+        self.defaults = AdamasConfig()
         self._lock = threading.Lock()  # the model serves one generation at a time
+        self._exports = tempfile.TemporaryDirectory(prefix="adamas-studio-")  # run files; removed with the app
 
     def prepare(
         self,
@@ -267,15 +315,18 @@ class Studio:
         text: str | None,
         question: str | None,
         budget: float,
-        thresholds: str = "calibrated",
+        thresholds: str | None = None,
         custom: str = "",
         dense: list[int] | None = None,
-        sink: float = 0,
-        recent: float = 0,
+        sink: float | None = None,
+        recent: float | None = None,
         max_new_tokens: float = DEFAULT_NEW_TOKENS,
         evidence: str | None = None,
     ) -> Job:
-        """Check every input and build the Job; DocumentError/ValueError/TypeError with a readable message."""
+        """Check every input and build the Job; DocumentError/ValueError/TypeError with a readable message.
+
+        Settings left None take AdamasConfig()'s defaults.
+        """
         notes = []
         if file:
             document = read_document(file)
@@ -308,10 +359,10 @@ class Studio:
             raise ValueError(f"dense layers must be layer indices from 0 to {self.layers - 1}, got {layers}")
         config = AdamasConfig(
             budget=chosen,
-            thresholds=parse_thresholds(thresholds, custom),
+            thresholds=parse_thresholds(threshold_mode(self.defaults) if thresholds is None else thresholds, custom),
             dense_layers=tuple(sorted(set(layers))),
-            sink=whole("sink tokens", sink, 0),
-            recent=whole("recent tokens", recent, 0),
+            sink=whole("sink tokens", self.defaults.sink if sink is None else sink, 0),
+            recent=whole("recent tokens", self.defaults.recent if recent is None else recent, 0),
         )
         pairs = tuple(
             (layer, h) for layer, _ in default_pairs(self.layers, config.dense_layers) for h in range(self.heads)
@@ -321,7 +372,7 @@ class Studio:
             at = prompt.document.index(evidence)
             span = prompt.token_span(at, at + len(evidence))
             highlight = span if span[1] > span[0] else None
-        return Job(prompt, config, new, pairs, highlight, notes)
+        return Job(prompt, config, new, pairs, highlight, question.strip(), notes)
 
     def record(self, session: Session) -> Iterator[str]:
         """Run the job's two modes side by side into `session`, yielding the mode of each step recorded."""
@@ -334,8 +385,9 @@ class Studio:
         try:
             job = session.job
             stream = generate_side_by_side(
-                self.model, self.tokenizer, job.prompt.messages, job.config, job.max_new_tokens, True, job.pairs
-            )
+                self.model, self.tokenizer, job.prompt.messages, job.config, job.max_new_tokens, True, job.pairs,
+                profile=True,
+            )  # fmt: skip
             try:
                 for mode, record in stream:
                     session.result.add(mode, record)
@@ -362,7 +414,8 @@ class Studio:
         session, where = Session(job), f"context {job.prompt.length} tokens · budget {job.config.budget}"
         progress(0, desc=f"Prefill of {job.prompt.length} tokens, Adamas run")
         plots = dict.fromkeys(("document_plot", "density_plot", "scatter_plot", "latency_plot", "recall_plot"))
-        yield updates(status=f"**Prefill** · {where}{notes}", summary="", recording=None, **plots)
+        hidden = {name: gr.DownloadButton(visible=False) for name in ("run_file", "report_file")}
+        yield updates(status=f"**Prefill** · {where}{notes}", summary="", recording=None, **plots, **hidden)
         try:
             with contextlib.closing(self.record(session)) as steps:  # Stop closes this generator: close the run now
                 for mode in steps:
@@ -398,10 +451,14 @@ class Studio:
         layers = sorted({layer for layer, _ in session.job.pairs})
         steps = max(len(session.result.heads), 1)
         layer = layers[0] if layers else None
+        scatter = scatter_figure(session, layer, 0, steps)
+        run_file, report_file = self.write_exports(session, [*figures.values(), scatter])
         return updates(
             status=status,
             summary=session.summary_line(),
-            scatter_plot=scatter_figure(session, layer, 0, steps),
+            scatter_plot=scatter,
+            run_file=gr.DownloadButton(value=run_file, visible=True),
+            report_file=gr.DownloadButton(value=report_file, visible=True),
             layer=gr.Dropdown(choices=layers, value=layer),
             head=gr.Slider(0, self.heads - 1, 0, step=1),
             step=gr.Slider(1, max(steps, 2), steps, step=1, interactive=steps > 1),
@@ -410,6 +467,28 @@ class Studio:
             **figures,
         )
 
+    def write_exports(self, session: Session, figures: list[go.Figure | None]) -> tuple[str, str]:
+        """Write the run's JSON and its standalone HTML report into this app's private folder; their paths."""
+        run = session.export(self.model_name, self.device)
+        folder = Path(tempfile.mkdtemp(prefix="run-", dir=self._exports.name))
+        run_file, report_file = folder / "adamas-run.json", folder / "adamas-report.html"
+        run_file.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+        summary = run["summary"]
+        rows = [
+            ("Model", f"{self.model_name} · {self.device}"),
+            ("Question", run["question"]),
+            ("Adamas answer", summary["adamas_answer"]),
+            ("Full-attention answer", summary["full_answer"]),
+            ("Settings", ", ".join(f"{k}={v}" for k, v in run["settings"].items() if k != "backend")),
+            ("Context tokens", summary["context_tokens"]),
+            ("Mean ms per token (Adamas, full)", f"{summary['adamas_ms_per_token']}, {summary['full_ms_per_token']}"),
+            ("Decode", summary["decode"]),
+            ("Mean recall@budget", summary["mean_recall"]),
+        ]
+        shown = [f for f in figures if f is not None]
+        report_file.write_text(standalone_report("Adamas Studio run", rows, shown), encoding="utf-8")
+        return str(run_file), str(report_file)
+
     def compare(
         self,
         document_text: str | None,
@@ -417,8 +496,12 @@ class Studio:
         question: str | None,
         budget: float,
         max_new_tokens: float = DEFAULT_NEW_TOKENS,
+        include_run: bool = False,
     ) -> dict:
-        """The /compare endpoint: both modes on a document (text or file); the answers and summary numbers."""
+        """The /compare endpoint: both modes on a document (text or file); the answers and summary numbers.
+
+        With `include_run`, also "run": what the page's "Download this run" file holds (Session.export).
+        """
         try:
             session = Session(
                 self.prepare(document_file, document_text, question, budget, max_new_tokens=max_new_tokens)
@@ -427,7 +510,8 @@ class Studio:
                 pass
         except (ValueError, TypeError, RuntimeError) as err:
             raise gr.Error(str(err)) from err
-        return session.summary()
+        summary = session.summary()
+        return summary | {"run": session.export(self.model_name, self.device)} if include_run else summary
 
     def example(self, index: int) -> tuple[str, None, str, str | None, str]:
         """An example's (document text, no file, question, evidence, note on its answer and source)."""
@@ -474,14 +558,18 @@ def build_app(studio: Studio) -> gr.Blocks:
                         label="Question", placeholder="What does the document say about …?", elem_id="question"
                     )
                     budget = gr.Slider(
-                        BUDGETS[0], BUDGETS[-1], DEFAULT_BUDGET, step=1, label="Budget: tokens each query head attends",
-                        info=f"snaps to {budgets}, … 4096", elem_id="budget",
+                        BUDGETS[0], BUDGETS[-1], defaults.budget, step=1, elem_id="budget",
+                        label="Budget: tokens each query head attends", info=f"snaps to {budgets}, … 4096",
                     )  # fmt: skip
                     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
-                        thresholds = gr.Dropdown(list(THRESHOLD_MODES), value="calibrated", label="Thresholds")
+                        thresholds = gr.Dropdown(
+                            list(THRESHOLD_MODES), value=threshold_mode(defaults), label="Thresholds",
+                            info="calibrated: fitted to each prompt's keys; paper: the authors' (-10, 0, 10)",
+                        )  # fmt: skip
                         custom = gr.Textbox(
-                            "-1, 0, 1", label="Custom thresholds (three increasing numbers)", visible=False
-                        )
+                            custom_text(defaults), label="Custom thresholds (three increasing numbers)",
+                            visible=threshold_mode(defaults) == "custom",
+                        )  # fmt: skip
                         dense = gr.Dropdown(
                             list(range(studio.layers)), value=list(defaults.dense_layers), multiselect=True,
                             label="Dense layers (always full attention)",
@@ -492,6 +580,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                         max_new = gr.Slider(
                             1, MAX_NEW_TOKENS, DEFAULT_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new"
                         )
+                        with gr.Row():
+                            measured = gr.Button("Measured defaults", size="sm", elem_id="measured-defaults")
+                            paper = gr.Button("Paper's settings", size="sm", elem_id="paper-settings")
+                        gr.Markdown(SETTINGS_NOTE)
                     with gr.Row():
                         run = gr.Button("Run", variant="primary", elem_id="run")
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -527,6 +619,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                         step = gr.Slider(1, 2, 1, step=1, label="Decode step", interactive=False)
                     scatter_plot = gr.Plot(label="Estimated vs true")
             latency_plot = gr.Plot(label="Latency")
+            stage_plot = gr.Plot(label="Stages of one step (GPU)", elem_id="stage-plot")
+            with gr.Row():
+                run_file = gr.DownloadButton("Download this run (JSON)", visible=False, elem_id="run-file")
+                report_file = gr.DownloadButton("Download the report (HTML)", visible=False, elem_id="report-file")
         with gr.Tab("Evaluate", id="evaluate"):
             with gr.Row():
                 eval_pick = gr.Dropdown([], label="Figure", elem_id="eval-figure")
@@ -535,10 +631,12 @@ def build_app(studio: Studio) -> gr.Blocks:
             eval_note = gr.Markdown(elem_id="eval-report")
             eval_figures = gr.State({})
         api_call, api_result = gr.Button(visible=False), gr.JSON(visible=False)
+        include_run = gr.Checkbox(False, visible=False)  # /compare's include_run
 
         outputs = [
             status, adamas_answer, adamas_stats, full_answer, full_stats, summary,
-            document_plot, density_plot, scatter_plot, latency_plot, recall_plot, layer, head, step, recording,
+            document_plot, density_plot, scatter_plot, latency_plot, recall_plot, stage_plot, run_file, report_file,
+            layer, head, step, recording,
         ]  # fmt: skip  # in OUTPUTS order
         inputs = [file, text, question, budget, thresholds, custom, dense, sink, recent, max_new, evidence]
         on_model = {"concurrency_id": "model", "concurrency_limit": 1}  # one generation at a time
@@ -552,10 +650,17 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.on([file.upload, text.input], lambda: (None, ""), None, [evidence, example_note], **quick)  # not an example
         budget.release(snap_budget, budget, budget, **quick)
         thresholds.change(lambda mode: gr.Textbox(visible=mode == "custom"), thresholds, custom, **quick)
+        settings = [thresholds, custom, dense, sink, recent]
+        measured.click(lambda: settings_values(defaults), None, settings, **quick)
+        paper.click(lambda: settings_values(AdamasConfig.paper()), None, settings, **quick)
         redraw = [layer.input, head.release, step.release]
         gr.on(redraw, scatter_figure, [recording, layer, head, step], scatter_plot, trigger_mode="always_last", **quick)
         api_call.click(
-            studio.compare, [text, file, question, budget, max_new], api_result, api_name="compare", **on_model
+            studio.compare,
+            [text, file, question, budget, max_new, include_run],
+            api_result,
+            api_name="compare",
+            **on_model,
         )
         evaluation = [eval_note, eval_pick, eval_plot, eval_figures]
         gr.on([demo.load, eval_reload.click], studio.evaluation, None, evaluation, **quick)

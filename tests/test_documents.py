@@ -214,11 +214,11 @@ def test_example_reads_and_holds_its_answer_verbatim(example):
 
 
 @pytest.mark.parametrize("example", _examples(), ids=lambda example: example["file"])
-def test_example_fits_the_models_context_with_room_for_the_answer(smollm2, example):
+def test_example_fits_the_models_context_with_room_for_the_answer(default_model, example):
     from adamas.generation import document_messages, prompt_ids
     from adamas.loading import max_context
 
-    model, tokenizer = smollm2
+    model, tokenizer = default_model
     text = read_document(EXAMPLES / example["file"])
     n_prompt = prompt_ids(tokenizer, document_messages(text, example["question"])).shape[-1]
     assert 2000 <= n_prompt <= max_context(model) - 256, n_prompt

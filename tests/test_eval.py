@@ -20,8 +20,8 @@ UNIT_SLACK = 16  # tokens a prompt may fall short of its target: one haystack un
 
 
 @pytest.fixture(scope="module")
-def tokenizer(smollm2):
-    return smollm2[1]
+def tokenizer(default_model):
+    return default_model[1]
 
 
 def random_ids(n: int, seed: int = 0) -> list[int]:

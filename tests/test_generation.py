@@ -17,8 +17,8 @@ def run(model, tokenizer, config, **kwargs):
     return list(adamas.generate(model, tokenizer, messages, config=config, **kwargs))
 
 
-def test_full_budget_matches_full_attention_token_for_token(smollm2):
-    model, tokenizer = smollm2
+def test_full_budget_matches_full_attention_token_for_token(default_model):
+    model, tokenizer = default_model
     full = run(model, tokenizer, None, max_new_tokens=12)
     same = run(model, tokenizer, adamas.AdamasConfig(budget=4096), max_new_tokens=12)
     assert [r.token_id for r in same] == [r.token_id for r in full]
@@ -31,9 +31,9 @@ def test_full_budget_matches_full_attention_token_for_token(smollm2):
     assert text == tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def test_trace_records_selection_recall_and_scores(smollm2):
-    model, tokenizer = smollm2
-    config = adamas.AdamasConfig(budget=32)
+def test_trace_records_selection_recall_and_scores(default_model):
+    model, tokenizer = default_model
+    config = adamas.AdamasConfig(budget=32, sink=0, recent=0)  # every selected token chosen by its code
     records = run(model, tokenizer, config, max_new_tokens=6, trace=True, trace_heads=((5, 0), (20, 8)))
     assert all(r.recorder is records[0].recorder is not None for r in records)
     traces = records[-1].recorder.finish()
@@ -54,23 +54,25 @@ def test_trace_records_selection_recall_and_scores(smollm2):
     assert int(traces.density[:2].sum()) == 0
 
 
-def test_generate_restores_the_models_state(smollm2):
-    model, tokenizer = smollm2
+def test_generate_restores_the_models_state(default_model):
+    model, tokenizer = default_model
     run(model, tokenizer, adamas.AdamasConfig(budget=16), max_new_tokens=2)
     assert integration.enabled_config(model) is None
     adamas.enable(model, adamas.AdamasConfig(budget=64))
     try:
-        stream = adamas.generate(model, tokenizer, "Hello", config=None, max_new_tokens=5)
-        next(stream)
-        assert integration.enabled_config(model) is None  # full attention while it runs
-        stream.close()
-        assert integration.enabled_config(model).budget == 64
+        for graph in (False, True) if DEVICE == "cuda" else (False,):
+            stream = adamas.generate(model, tokenizer, "Hello", config=None, max_new_tokens=5, cuda_graph=graph)
+            next(stream)
+            # an eager run sets full attention on the model while it runs; a graph decoder sets it per step itself
+            assert (integration.enabled_config(model) is None) != graph
+            stream.close()
+            assert integration.enabled_config(model).budget == 64
     finally:
         adamas.disable(model)
 
 
-def test_bad_arguments_are_named(smollm2):
-    model, tokenizer = smollm2
+def test_bad_arguments_are_named(default_model):
+    model, tokenizer = default_model
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         next(adamas.generate(model, tokenizer, "Hi", max_new_tokens=0))
     with pytest.raises(TypeError, match="config must be an AdamasConfig or None"):
@@ -81,10 +83,10 @@ def test_bad_arguments_are_named(smollm2):
         next(adamas.generate(model, tokenizer, "Hi", max_new_tokens=9000))
 
 
-def test_cli_prints_both_answers(tmp_path, capsys, smollm2, monkeypatch):
+def test_cli_prints_both_answers(tmp_path, capsys, default_model, monkeypatch):
     from adamas import __main__ as cli
 
-    monkeypatch.setattr("adamas.loading.load_model", lambda name=None: smollm2)
+    monkeypatch.setattr("adamas.loading.load_model", lambda name=None: default_model)
     doc = tmp_path / "doc.txt"
     doc.write_text("The launch code is 4417. " * 30)
     args = ["generate", "--doc", str(doc), "--question", "What is the launch code?", "--max-new-tokens", "8"]
@@ -95,8 +97,8 @@ def test_cli_prints_both_answers(tmp_path, capsys, smollm2, monkeypatch):
     assert "budget must be >= 1" in capsys.readouterr().err
 
 
-def test_document_prompt_places_the_documents_tokens(smollm2):
-    _, tokenizer = smollm2
+def test_document_prompt_places_the_documents_tokens(default_model):
+    _, tokenizer = default_model
     document = "  Alpha beta gamma. The launch code is 4417.\nDelta epsilon zeta.  "
     prompt = generation.document_prompt(tokenizer, document, QUESTION)
     assert prompt.document == document.strip() and prompt.dropped == 0
@@ -110,8 +112,8 @@ def test_document_prompt_places_the_documents_tokens(smollm2):
     assert "".join(prompt.tokens[i:j]).strip() == "The launch code is 4417."
 
 
-def test_document_prompt_cuts_a_document_that_does_not_fit(smollm2):
-    _, tokenizer = smollm2
+def test_document_prompt_cuts_a_document_that_does_not_fit(default_model):
+    _, tokenizer = default_model
     document = " ".join(f"word{i}" for i in range(400))
     whole = generation.document_prompt(tokenizer, document, QUESTION)
     cut = generation.document_prompt(tokenizer, document, QUESTION, max_tokens=whole.length - 100)
@@ -130,13 +132,13 @@ def test_document_prompt_cuts_a_document_that_does_not_fit(smollm2):
     ],
     ids=["blank-document", "blank-question", "no-room"],
 )
-def test_document_prompt_refuses_what_cannot_be_asked(smollm2, document, question, max_tokens, match):
+def test_document_prompt_refuses_what_cannot_be_asked(default_model, document, question, max_tokens, match):
     with pytest.raises(ValueError, match=match):
-        generation.document_prompt(smollm2[1], document, question, max_tokens)
+        generation.document_prompt(default_model[1], document, question, max_tokens)
 
 
-def test_side_by_side_matches_two_separate_runs(smollm2):
-    model, tokenizer = smollm2
+def test_side_by_side_matches_two_separate_runs(default_model):
+    model, tokenizer = default_model
     messages = generation.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
     config = adamas.AdamasConfig(budget=16)
     alone = {
@@ -170,8 +172,8 @@ def test_side_by_side_matches_two_separate_runs(smollm2):
     assert 0 < summary["mean_recall"] <= 1 and summary["speedup"] > 0 and summary["adamas_ms_per_token"] > 0
 
 
-def test_side_by_side_closed_early_restores_the_model(smollm2):
-    model, tokenizer = smollm2
+def test_side_by_side_closed_early_restores_the_model(default_model):
+    model, tokenizer = default_model
     adamas.enable(model, adamas.AdamasConfig(budget=64))
     try:
         stream = generation.generate_side_by_side(model, tokenizer, "Hello", adamas.AdamasConfig(budget=8), 4)

@@ -45,13 +45,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
         adamas.load_model(str(tmp_path / "no-such-model"))
 
 
-def test_unsupported_family_names_the_supported_ones(tmp_path):
-    pytest.importorskip("gguf", reason="the test borrows the default model's tokenizer")
+def test_unsupported_family_names_the_supported_ones(tmp_path, default_model):
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300))
     gpt2.save_pretrained(tmp_path)
-    tokenizer_dir = loading.default_model_file()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir.parent, gguf_file=tokenizer_dir.name)
-    tokenizer.save_pretrained(tmp_path)
+    default_model[1].save_pretrained(tmp_path)  # borrows the default model's tokenizer
     with pytest.raises(ValueError, match=r"'gpt2' model; supported families: llama"):
         adamas.load_model(str(tmp_path))
 
