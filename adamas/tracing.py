@@ -14,9 +14,10 @@ Either gives, per decode step, a `StepTrace`:
 - for the traced (layer, head) pairs only: the selected indices, the estimated scores
   (negated code distances, int16) and the true scores q·k·scale (fp16) over the context;
 and for the whole run `density` [layers, Hq, L] int32: how often each token was selected.
-Memory of a TraceRecorder: per sparse layer, steps·Hq·(2·d + 4·K) bytes on the model's
-device (SmolLM2, 128 steps, budget 128: 28 layers · 0.22 MB ≈ 6 MB), plus the finished
-traces: 4·layers·Hq·L bytes of density and per step pairs·(8·K + 4·L) bytes.
+Memory of a TraceRecorder: per sparse layer, steps·Hq·(s·d + 8·K) bytes on the model's
+device, s the bytes of the model's dtype (SmolLM2 in fp32, 128 steps, budget 128: 28 layers ·
+1.5 MB ≈ 41 MB), plus the finished traces: 4·layers·Hq·L bytes of density and per step
+pairs·(8·K + 4·L) bytes.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class TraceRecorder:
         self.steps, self.pairs = steps, tuple(pairs)
         self.recorded = 0  # decode steps run (host-side count, kept by the decode loop)
         self.queries: dict[int, torch.Tensor] = {}  # layer -> [steps, Hq, d]
-        self.selected: dict[int, torch.Tensor] = {}  # layer -> [steps, Hq, K] int32, -1: empty slot
+        self.selected: dict[int, torch.Tensor] = {}  # layer -> [steps, Hq, K] int64, -1: empty slot
         self.scales: dict[int, float] = {}
         self.slots: dict[torch.device, torch.Tensor] = {}  # int64 [1] per device: the step being recorded
         self.cache, self.start = None, 0
@@ -167,10 +168,10 @@ class TraceRecorder:
         if layer not in self.queries:  # first step: allocated eagerly (a graph's warm-up runs before its capture)
             width = max(budget, idx.shape[-1])
             self.queries[layer] = q.new_zeros(self.steps, *q.shape[1:])
-            self.selected[layer] = torch.full((self.steps, idx.shape[1], width), -1, dtype=torch.int32, device=q.device)
+            self.selected[layer] = torch.full((self.steps, idx.shape[1], width), -1, dtype=idx.dtype, device=q.device)
             self.scales[layer] = scale
             self.slots.setdefault(q.device, torch.zeros(1, dtype=torch.long, device=q.device))
-        slot, picked = self.slots[q.device], idx[:1].to(torch.int32)
+        slot, picked = self.slots[q.device], idx[:1]  # idx's own dtype: no conversion kernel per layer
         width = self.selected[layer].shape[-1]
         if picked.shape[-1] != width:  # a dynamic cache shorter than the budget selects fewer
             picked = torch.nn.functional.pad(picked, (0, width - picked.shape[-1]), value=-1)
