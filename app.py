@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from adamas.config import PAPER_THRESHOLDS, AdamasConfig
+from adamas.config import PAPER_THRESHOLDS, WINDOW_BUDGET, AdamasConfig
 from adamas.documents import MAX_DOCUMENT_BYTES, clean_text, read_document
 from adamas.eval.report import latest_results, load_results
 from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side, graph_obstacle
@@ -82,9 +82,14 @@ STATE_NOTE = (
 )
 
 
-def settings_values(config: AdamasConfig) -> tuple:
-    """The Advanced settings' values (thresholds, custom, dense layers, sink, recent) of a config."""
-    return threshold_mode(config), custom_text(config), list(config.dense_layers), config.sink, config.recent
+def settings_values(config: AdamasConfig | None) -> tuple:
+    """The Advanced settings' values (thresholds, custom, dense layers, sink, recent) of a config.
+
+    None: the measured defaults, with sink and recent left blank so that they follow the budget.
+    """
+    window = (None, None) if config is None else (config.sink, config.recent)
+    config = config or AdamasConfig()
+    return threshold_mode(config), custom_text(config), list(config.dense_layers), *window
 
 
 def updates(**values: object) -> tuple:
@@ -361,8 +366,8 @@ class Studio:
             budget=chosen,
             thresholds=parse_thresholds(threshold_mode(self.defaults) if thresholds is None else thresholds, custom),
             dense_layers=tuple(sorted(set(layers))),
-            sink=whole("sink tokens", self.defaults.sink if sink is None else sink, 0),
-            recent=whole("recent tokens", self.defaults.recent if recent is None else recent, 0),
+            sink=None if sink is None else whole("sink tokens", sink, 0),  # None: the default, fitted to the budget
+            recent=None if recent is None else whole("recent tokens", recent, 0),
         )
         pairs = tuple(
             (layer, h) for layer, _ in default_pairs(self.layers, config.dense_layers) for h in range(self.heads)
@@ -575,8 +580,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                             label="Dense layers (always full attention)",
                         )  # fmt: skip
                         with gr.Row():
-                            sink = gr.Number(defaults.sink, label="Sink tokens", precision=0, minimum=0)
-                            recent = gr.Number(defaults.recent, label="Recent tokens", precision=0, minimum=0)
+                            sink = gr.Number(
+                                None, label="Sink tokens", precision=0, minimum=0, elem_id="sink",
+                                placeholder=f"{defaults.sink} (blank: fewer below budget {WINDOW_BUDGET})",
+                            )  # fmt: skip
+                            recent = gr.Number(
+                                None, label="Recent tokens", precision=0, minimum=0, elem_id="recent",
+                                placeholder=f"{defaults.recent} (blank: fewer below budget {WINDOW_BUDGET})",
+                            )  # fmt: skip
                         max_new = gr.Slider(
                             1, MAX_NEW_TOKENS, DEFAULT_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new"
                         )
@@ -651,7 +662,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         budget.release(snap_budget, budget, budget, **quick)
         thresholds.change(lambda mode: gr.Textbox(visible=mode == "custom"), thresholds, custom, **quick)
         settings = [thresholds, custom, dense, sink, recent]
-        measured.click(lambda: settings_values(defaults), None, settings, **quick)
+        measured.click(lambda: settings_values(None), None, settings, **quick)
         paper.click(lambda: settings_values(AdamasConfig.paper()), None, settings, **quick)
         redraw = [layer.input, head.release, step.release]
         gr.on(redraw, scatter_figure, [recording, layer, head, step], scatter_plot, trigger_mode="always_last", **quick)

@@ -17,6 +17,7 @@ go = pytest.importorskip("plotly.graph_objects")
 gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
+import adamas  # noqa: E402
 from adamas import documents, integration  # noqa: E402
 
 FACT = "The launch code is 4417."
@@ -82,6 +83,18 @@ def html_escaped(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_blank_sink_and_recent_follow_the_budget_and_the_settings_buttons_fill_the_form(studio):
+    small = studio.prepare(*inputs(budget=16, sink=None, recent=None, thresholds=None, dense=None))
+    assert (small.config.sink, small.config.recent) == adamas.config.default_window(16)
+    assert small.config.thresholds == adamas.AdamasConfig().thresholds
+    big = studio.prepare(*inputs(budget=128, sink=None, recent=None))
+    assert (big.config.sink, big.config.recent) == (adamas.AdamasConfig().sink, adamas.AdamasConfig().recent)
+    with pytest.raises(ValueError, match=r"sink \+ recent \(4 \+ 32\) must not exceed budget \(16\)"):
+        studio.prepare(*inputs(budget=16, sink=4, recent=32))
+    assert app.settings_values(None)[3:] == (None, None)
+    assert app.settings_values(adamas.AdamasConfig.paper()) == ("paper", "-10, 0, 10", [0, 1], 0, 0)
 
 
 def test_build_app_wires_the_events(studio):
