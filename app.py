@@ -148,7 +148,7 @@ def device_note(model: torch.nn.Module) -> str:
     """How both runs decode, in words, so that the latencies shown can be read for what they are."""
     device = next(model.parameters()).device
     if device.type != "cuda":
-        return "CPU (no GPU): both runs decode eagerly in PyTorch, each step timed as it runs"
+        return "CPU (no GPU): both runs decode on a fixed-capacity cache, each step eagerly, timed as it runs"
     name = torch.cuda.get_device_name(device)
     obstacle = graph_obstacle(model)
     if obstacle is None:

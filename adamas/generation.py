@@ -151,16 +151,19 @@ def generate(
     trace_heads: tuple[tuple[int, int], ...] | None = None,
     cuda_graph: bool | None = None,
     profile: bool = False,
+    fixed_cache: bool | None = None,
 ) -> Iterator[StepRecord]:
     """Greedy-decode, yielding a StepRecord per token; Adamas under `config`, full attention if None.
 
     Both modes share the prefill (dense SDPA), so their answers and latencies compare.
-    `cuda_graph` (default: on CUDA, for a model on one device without sliding-window layers,
-    see `graph_obstacle`) decodes on a fixed-capacity cache with each step replayed as one
-    CUDA graph (adamas.static), so the step latencies are the GPU's; the graph's capture
-    counts in step 0's latency. Otherwise the steps run eagerly on transformers' dynamic
-    cache: so does a model that accelerate spread over several devices or offloaded (a
-    device_map), each layer's K, V and codes then living on that layer's device.
+    A model on one device without sliding-window layers decodes on a fixed-capacity cache
+    (adamas.static.GraphDecoder), the fastest path on a GPU and on a CPU alike; on CUDA each
+    step is one CUDA-graph replay (`cuda_graph`, default on CUDA; False runs the same steps
+    eagerly), so the step latencies are the GPU's, and the capture counts in step 0's latency.
+    A model that accelerate spread over several devices or offloaded (a device_map), or one
+    with sliding-window layers, decodes eagerly on transformers' dynamic cache, each layer's
+    K, V and codes living on that layer's device (`graph_obstacle` says why); so does any
+    model with `fixed_cache=False`, as model.generate() decodes.
     With `trace` (Adamas runs), every record carries the run's TraceRecorder: each sparse
     layer's query and selection go into its buffers as the steps run (inside the graph too),
     and `record.recorder.finish()` after the last step gives the StepTraces and the selection
@@ -183,12 +186,13 @@ def generate(
         pairs = trace_heads if trace_heads is not None else default_pairs(layers, config.dense_layers)
         recorder = TraceRecorder(max_new_tokens, tuple(pairs))
     stop = stop_ids(model, tokenizer)
-    if _use_graph(cuda_graph, model, device):
-        decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=True, recorder=recorder)
+    fixed, graph = _decode_path(cuda_graph, fixed_cache, model, device)
+    if fixed:
+        decoder = GraphDecoder(model, config, ids.shape[-1] + max_new_tokens, cuda_graph=graph, recorder=recorder)
         if recorder is not None:
             recorder.bind(decoder.cache, ids.shape[-1])
-        steps = _graph_steps(decoder, ids, max_new_tokens, profile)
-        yield from _decode(tokenizer, steps, stop, recorder, graph=True)
+        steps = _fixed_steps(decoder, ids, max_new_tokens, profile)
+        yield from _decode(tokenizer, steps, stop, recorder, graph=decoder.cuda_graph)
         return
     with adamas_state(model, config):
         cache = AdamasCache(config, model.config.num_hidden_layers) if config is not None else DynamicCache()
@@ -356,15 +360,22 @@ def graph_obstacle(model: PreTrainedModel) -> str | None:
     return None
 
 
-def _use_graph(cuda_graph: bool | None, model: PreTrainedModel, device: torch.device) -> bool:
-    """Whether to decode with a captured CUDA graph; ValueError when asked for one that cannot be had."""
-    if cuda_graph is not None and not isinstance(cuda_graph, bool):
-        raise TypeError(f"cuda_graph must be True, False or None, got {cuda_graph!r}")
-    if cuda_graph is None:
-        return graph_obstacle(model) is None
-    if cuda_graph and is_dispatched(model):
-        raise ValueError(f"{graph_obstacle(model)}, so it cannot run in a CUDA graph: use cuda_graph=False")
-    return cuda_graph
+def _decode_path(
+    cuda_graph: bool | None, fixed_cache: bool | None, model: PreTrainedModel, device: torch.device
+) -> tuple[bool, bool]:
+    """(fixed-capacity cache, CUDA graph) for `model`; ValueError when asked for one that cannot be had."""
+    for name, value in (("cuda_graph", cuda_graph), ("fixed_cache", fixed_cache)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True, False or None, got {value!r}")
+    if fixed_cache is False and cuda_graph:
+        raise ValueError("cuda_graph=True replays steps on the fixed-capacity cache: it needs fixed_cache True or None")
+    if fixed_cache is False:
+        return False, False
+    if is_dispatched(model) or uses_sliding_window(model.config):
+        if cuda_graph or fixed_cache:
+            raise ValueError(f"{graph_obstacle(model)}, so it cannot decode on a fixed-capacity cache or in a graph")
+        return False, False
+    return True, device.type == "cuda" if cuda_graph is None else cuda_graph
 
 
 def _eager_steps(
@@ -387,11 +398,11 @@ def _eager_steps(
         inputs = torch.tensor([[next_id]], device=ids.device)
 
 
-def _graph_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int, profile: bool) -> Iterator[tuple]:
-    """Prefill (and capture) on `decoder`, then one graph replay per token; same tuples as _eager_steps."""
+def _fixed_steps(decoder: GraphDecoder, ids: torch.Tensor, max_new_tokens: int, profile: bool) -> Iterator[tuple]:
+    """Prefill (and capture) on `decoder`, then one step (a graph replay) per token; same tuples as _eager_steps."""
     start = time.perf_counter()
     token = int(decoder.prefill(ids))
-    if max_new_tokens > 1:
+    if decoder.cuda_graph and max_new_tokens > 1:
         decoder.capture()
     latency = time.perf_counter() - start
     stages = profile_step(decoder) if profile and max_new_tokens > 1 else None

@@ -60,11 +60,12 @@ def test_generate_restores_the_models_state(default_model):
     assert integration.enabled_config(model) is None
     adamas.enable(model, adamas.AdamasConfig(budget=64))
     try:
-        for graph in (False, True) if DEVICE == "cuda" else (False,):
-            stream = adamas.generate(model, tokenizer, "Hello", config=None, max_new_tokens=5, cuda_graph=graph)
+        for fixed in (False, True):
+            stream = adamas.generate(model, tokenizer, "Hello", config=None, max_new_tokens=5, fixed_cache=fixed)
             next(stream)
-            # an eager run sets full attention on the model while it runs; a graph decoder sets it per step itself
-            assert (integration.enabled_config(model) is None) != graph
+            # the dynamic cache's run sets full attention on the model while it runs; the fixed
+            # cache's decoder sets it around each of its own steps and leaves it as it was between them
+            assert (integration.enabled_config(model) is None) != fixed
             stream.close()
             assert integration.enabled_config(model).budget == 64
     finally:

@@ -275,7 +275,7 @@ class CharTokenizer:
     "config", [None, adamas.AdamasConfig(budget=8, thresholds="calibrated")], ids=["full", "adamas"]
 )
 def test_generate_decodes_the_same_with_and_without_a_graph(config):
-    # fp32: the eager path decodes on the dynamic cache, the graph on the fixed one; the fused
+    # fp32: the dynamic cache and the fixed one hold the keys at other lengths; the fused
     # selection returns the same set in an order that depends on the cache's length, so the
     # attention sums in another order, and bf16 rounding can flip a random model's near-tied argmax.
     model = tiny_model("llama", dtype=torch.float32)
@@ -285,15 +285,20 @@ def test_generate_decodes_the_same_with_and_without_a_graph(config):
     def tokens(**kwargs) -> list[int]:
         return [r.token_id for r in adamas.generate(model, CharTokenizer(), prompt, config, 12, **kwargs)]
 
-    eager = tokens(cuda_graph=False)
-    assert len(eager) == 12
+    dynamic = tokens(fixed_cache=False)  # as model.generate() decodes
+    assert len(dynamic) == 12
+    assert tokens(cuda_graph=False) == dynamic  # the fixed cache, every step eager
     if DEVICE == "cuda":
-        assert tokens() == eager  # the default on CUDA: the graph
-        assert tokens(cuda_graph=True) == eager
+        assert tokens() == dynamic  # the default on CUDA: the graph
+        assert tokens(cuda_graph=True) == dynamic
+        assert tokens(trace=True) == dynamic  # traces are recorded inside the graph
     else:
+        assert tokens() == dynamic  # the default on a CPU: the fixed cache, eagerly
         with pytest.raises(ValueError, match="needs the model on a CUDA device"):
             tokens(cuda_graph=True)
-    if DEVICE == "cuda":
-        assert tokens(trace=True) == eager  # traces are recorded inside the graph
+    with pytest.raises(ValueError, match="needs fixed_cache True or None"):
+        tokens(cuda_graph=True, fixed_cache=False)
+    with pytest.raises(TypeError, match="fixed_cache"):
+        tokens(fixed_cache="no")
     with pytest.raises(TypeError, match="cuda_graph"):
         tokens(cuda_graph="yes")

@@ -54,7 +54,7 @@ def dynamic_run(config, ids):
     tracer = Tracer(LAYERS, HEADS, ids.shape[1] + STEPS + 1, PAIRS)
     steps, records = [], []
     with tracing_with(tracer):
-        for record in adamas.generate(model, _Chars(), "x", config, STEPS + 1, True, PAIRS, cuda_graph=False):
+        for record in adamas.generate(model, _Chars(), "x", config, STEPS + 1, True, PAIRS, fixed_cache=False):
             records.append(record)
             if record.step > 0:
                 steps.append(tracer.finish_step())
