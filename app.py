@@ -630,7 +630,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                         step = gr.Slider(1, 2, 1, step=1, label="Decode step", interactive=False)
                     scatter_plot = gr.Plot(label="Estimated vs true")
             latency_plot = gr.Plot(label="Latency")
-            stage_plot = gr.Plot(label="Stages of one step (GPU)", elem_id="stage-plot")
+            gpu = next(studio.model.parameters()).device.type == "cuda"  # the stages are GPU kernels' device times
+            stage_plot = gr.Plot(label="Stages of one decode step", elem_id="stage-plot", visible=gpu)
             with gr.Row():
                 run_file = gr.DownloadButton("Download this run (JSON)", visible=False, elem_id="run-file")
                 report_file = gr.DownloadButton("Download the report (HTML)", visible=False, elem_id="report-file")
