@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from adamas.reference import hadamard, hadamard_matrix
 
-__all__ = ["dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]
+__all__ = ["bit_planes", "dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]
 
 _EVEN_BITS = 0x5555555555555555
 """The low bit of every 2-bit code in a word (dim j's code sits at bit 2 * (j % 32))."""
@@ -83,18 +83,30 @@ def _planes(codes: np.ndarray) -> np.ndarray:
     return planes
 
 
-def _distances(q_codes: torch.Tensor, k_codes: torch.Tensor) -> np.ndarray:
+def bit_planes(codes: torch.Tensor) -> torch.Tensor:
+    """The bit-planes manhattan counts on, plane-major: uint8 codes [B, H, N, d // 4] -> [B, H, P, N].
+
+    int64 words (int32 at d = 16), the bits of the unsigned words numpy counts. A cache keeps
+    them beside its codes, written where its codes are (decode_attention's k_planes), so that
+    a decode step reads them instead of rebuilding every key's.
+    """
+    planes = _planes(codes.numpy())  # [B, H, P, N]
+    return torch.from_numpy(planes.view(np.int64 if planes.dtype == np.uint64 else np.int32))
+
+
+def _distances(q_codes: torch.Tensor, k_codes: torch.Tensor, k_planes: torch.Tensor | None = None) -> np.ndarray:
     """L1 code distances as numpy uint8 (d <= 64) or uint16 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
     b, hq, bytes_per_code = q_codes.shape
     hkv, length = k_codes.shape[1], k_codes.shape[2]
-    k_planes = _planes(k_codes.numpy())  # [B, Hkv, P, L]
+    keys = (bit_planes(k_codes) if k_planes is None else k_planes).numpy()  # [B, Hkv, P, L]
+    keys = keys.view(np.uint64 if keys.dtype == np.int64 else np.uint32)
     q_planes = _planes(q_codes.numpy()[:, :, None]).reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
     shape = (b, hkv, hq // hkv, length)
     # counts add up in the narrowest type that holds 3d: no pass over the distances only to widen them
     dist = np.zeros(shape, dtype=np.uint8 if 3 * 4 * bytes_per_code <= 255 else np.uint16)
-    flips, counts = np.empty(shape, dtype=k_planes.dtype), np.empty(shape, dtype=np.uint8)
-    for p in range(k_planes.shape[2]):  # one plane at a time: every pass reads contiguous memory
-        np.bitwise_xor(k_planes[:, :, None, p], q_planes[:, :, :, p], out=flips)
+    flips, counts = np.empty(shape, dtype=keys.dtype), np.empty(shape, dtype=np.uint8)
+    for p in range(keys.shape[2]):  # one plane at a time: every pass reads contiguous memory
+        np.bitwise_xor(keys[:, :, None, p], q_planes[:, :, :, p], out=flips)
         np.bitwise_count(flips, out=counts)
         np.add(dist, counts, out=dist)
     return dist
@@ -156,14 +168,16 @@ def nearest(
     sink: int = 0,
     recent: int = 0,
     valid: torch.Tensor | None = None,
+    k_planes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decode step's selection: manhattan, mark_forced, select and drop_excluded in one call.
 
-    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8, valid [B, L] bool or None
-    -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
+    q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8, valid [B, L] bool or None,
+    k_planes bit_planes(k_codes) or None -> int64 [B, Hq, min(budget, L)]; a slot is -1 where
+    fewer than K valid tokens exist.
     """
     b, hq, _ = q_codes.shape
-    rank = _ranked(_distances(q_codes, k_codes), sink, recent, valid)  # int32 [B, Hkv, G, L]
+    rank = _ranked(_distances(q_codes, k_codes, k_planes), sink, recent, valid)  # int32 [B, Hkv, G, L]
     idx = _smallest(rank, min(budget, rank.shape[-1]))  # [B, Hkv, G, K]
     if valid is not None:
         idx[np.take_along_axis(rank, idx, axis=-1) >= _EXCLUDED] = -1

@@ -25,7 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from adamas import ops
+from adamas import cpu, ops
 from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig
 from adamas.ops import calibrate, decode_attention, encode, query_thresholds
@@ -55,8 +55,9 @@ _LAST_UPDATE: ContextVar[tuple[object, torch.Tensor] | None] = ContextVar("adama
 def offer_codes(layer, keys: torch.Tensor) -> None:
     """Tell the attention function called next that `keys` come from `layer`, a cache layer with codes.
 
-    The layer exposes `config`, `codes` (the codes of `keys`) and `thresholds`; the attention
-    function takes them only when it is handed this very `keys` tensor.
+    The layer exposes `config`, `codes` (the codes of `keys`), `planes` (their
+    adamas.cpu.bit_planes, or None) and `thresholds`; the attention function takes them only
+    when it is handed this very `keys` tensor.
     """
     _LAST_UPDATE.set((layer, keys))
 
@@ -75,7 +76,9 @@ class AdamasLayer(DynamicLayer):
     with room for more tokens; row t of codes is the code of keys[:, :, t] under
     `thresholds`. New rows are written in place (a full buffer grows to hold an eighth more,
     at least GROWTH tokens), and new keys are encoded as they arrive: one kernel call per
-    update, the whole prompt at prefill, one token per decode step.
+    update, the whole prompt at prefill, one token per decode step. Where the CPU backend
+    runs, planes: [B, Hkv, P, L] int64 (adamas.cpu.bit_planes of codes, column t of token t)
+    are kept beside the codes, so that a step does not rebuild every key's; None elsewhere.
     """
 
     GROWTH = 256
@@ -84,6 +87,8 @@ class AdamasLayer(DynamicLayer):
         super().__init__(**kwargs)
         self.config = config
         self.codes: torch.Tensor | None = None
+        self.planes: torch.Tensor | None = None
+        self._planes: torch.Tensor | None = None
         # the bucket edges of this layer: config.thresholds, or fp32 [Hkv, 3] fitted to the first keys
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
 
@@ -99,6 +104,9 @@ class AdamasLayer(DynamicLayer):
         for buffer, rows in ((self._keys, key_states), (self._values, value_states), (self._codes, new_codes)):
             buffer[:, :, start:end] = rows
         self.keys, self.values, self.codes = (b[:, :, :end] for b in (self._keys, self._values, self._codes))
+        if self._planes is not None:
+            self._planes[..., start:end] = cpu.bit_planes(new_codes)
+            self.planes = self._planes[..., :end]
         offer_codes(self, self.keys)
         return self.keys, self.values
 
@@ -116,44 +124,53 @@ class AdamasLayer(DynamicLayer):
                 buffer[:, :, : cached.shape[2]] = cached
             made.append(buffer)
         self._keys, self._values, self._codes = made
+        if resolve_backend(self.config.backend, codes.device) == "cpu":
+            planes = cpu.bit_planes(codes[:, :, :1])  # [B, Hkv, P, 1]: the planes' count and dtype
+            self._planes = planes.new_empty(*planes.shape[:3], capacity)  # [B, Hkv, P, capacity]
+            if self.planes is not None:
+                self._planes[..., : self.planes.shape[3]] = self.planes
 
     def _adopt(self) -> None:
         """After an operation that replaced keys/values/codes, take them as the new buffers."""
         if self.codes is not None:
-            self._keys, self._values, self._codes = self.keys, self.values, self.codes
+            self._keys, self._values, self._codes, self._planes = self.keys, self.values, self.codes, self.planes
 
     def reset(self) -> None:
         """Drop everything, codes and thresholds included (as 5.24's DynamicLayer does; 5.17 zeroed instead)."""
-        self.keys = self.values = self.codes = self.thresholds = None
-        self._keys = self._values = self._codes = None
+        self.keys = self.values = self.codes = self.planes = self.thresholds = None
+        self._keys = self._values = self._codes = self._planes = None
         self.is_initialized = False
 
     def crop(self, *args, **kwargs) -> None:
-        """Crop K/V as DynamicLayer does, and the codes to match (the buffers stay)."""
+        """Crop K/V as DynamicLayer does, and the codes (and planes) to match (the buffers stay)."""
         super().crop(*args, **kwargs)
         if self.codes is not None:
             self.codes = self._codes[:, :, : self.get_seq_length()]
+        if self.planes is not None:
+            self.planes = self._planes[..., : self.get_seq_length()]
+
+    def _batch_rows(self, take) -> None:
+        """Apply `take` (a batch operation on dim 0) to the codes and planes, then adopt them as the buffers."""
+        if self.codes is not None:
+            self.codes = take(self.codes)
+        if self.planes is not None:
+            self.planes = take(self.planes)
+        self._adopt()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the batch for beam search, codes included."""
         super().reorder_cache(beam_idx)
-        if self.codes is not None:
-            self.codes = self.codes.index_select(0, beam_idx.to(self.codes.device))
-        self._adopt()
+        self._batch_rows(lambda x: x.index_select(0, beam_idx.to(x.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat each batch row, codes included."""
         super().batch_repeat_interleave(repeats)
-        if self.codes is not None:
-            self.codes = self.codes.repeat_interleave(repeats, dim=0)
-        self._adopt()
+        self._batch_rows(lambda x: x.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep the chosen batch rows, codes included."""
         super().batch_select_indices(indices)
-        if self.codes is not None:
-            self.codes = self.codes[indices, ...]
-        self._adopt()
+        self._batch_rows(lambda x: x[indices, ...])
 
 
 class AdamasCache(DynamicCache):
@@ -190,7 +207,16 @@ def adamas_attention(
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
     step = functools.partial(
-        decode_attention, q, key, value, codes, config, scale=scale, valid=valid, thresholds=per_head
+        decode_attention,
+        q,
+        key,
+        value,
+        codes,
+        config,
+        scale=scale,
+        valid=valid,
+        thresholds=per_head,
+        k_planes=layer.planes,
     )
     tracer, recorder = ACTIVE_TRACER.get(), ACTIVE_RECORDER.get()
     if tracer is None and recorder is None:
@@ -213,17 +239,21 @@ def dense_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA, except for a masked one-token decode step, which reads K and V once per GQA group.
+    """SDPA, except for a one-token decode step, which reads K and V once per GQA group.
 
     A fixed-capacity cache decodes under a mask of its written slots, and SDPA takes no flash
     kernel with a mask: on CUDA (DENSE_BACKEND) the step runs `adamas.dense_attention`, a
     split-K kernel. Elsewhere SDPA gets query [B, Hq, 1, d] as [B, Hkv, Hq / Hkv, d], each
     group's heads the queries of its KV head, so that K and V are not copied to every query
-    head (transformers' SDPA path does that before 5.24 whenever it gets a mask).
+    head (transformers' SDPA path does that before 5.24 whenever it gets a mask). Unmasked
+    steps (a dynamic cache) take the grouped call too on a CPU, where SDPA's enable_gqa
+    path is slower (one SmolLM2 layer at 4K, 1 thread: 517 -> 347 us); on CUDA they keep
+    transformers' flash call.
     """
     groups = getattr(module, "num_key_value_groups", 1)
-    one_step = query.shape[2] == 1 and attention_mask is not None and attention_mask.shape[1] == 1
-    kernel = one_step and not module.training and resolve_backend(DENSE_BACKEND, query.device) == "triton"
+    masked = attention_mask is not None
+    one_step = query.shape[2] == 1 and (attention_mask.shape[1] == 1 if masked else query.device.type != "cuda")
+    kernel = one_step and masked and not module.training and resolve_backend(DENSE_BACKEND, query.device) == "triton"
     if kernel:
         valid = _valid_tokens(attention_mask, key.shape[2])
         out = ops.dense_attention(query[:, :, 0], key, value, scaling, valid, backend="triton")
@@ -322,9 +352,12 @@ def uses_sliding_window(model_config: object) -> bool:
 
 
 def _adopt_cache(model: torch.nn.Module, args: tuple, kwargs: dict, config: AdamasConfig) -> None:
-    """Forward pre-hook: give an empty cache Adamas layers for its full-attention layers."""
+    """Forward pre-hook: give an empty cache Adamas layers for its full-attention layers.
+
+    Under selector "full" every step is dense and no layer needs codes: the cache stays as it is.
+    """
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    if not isinstance(cache, Cache) or cache.get_seq_length() > 0:
+    if config.selector == "full" or not isinstance(cache, Cache) or cache.get_seq_length() > 0:
         return
     if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:  # layers appear on first update
         cache.layer_class_to_replicate = functools.partial(_new_layer, cache, config)

@@ -9,7 +9,8 @@ a fixed address and shape: on CUDA the whole step (position update, embedding, e
 layer's attention, the LM head and the greedy argmax) is captured once and replayed per
 token, with no host synchronization inside it. On a CPU the same step runs eagerly.
 
-Layout per layer: keys, values [B, Hkv, C, d]; codes [B, Hkv, C, d // 4] uint8. The B
+Layout per layer: keys, values [B, Hkv, C, d]; codes [B, Hkv, C, d // 4] uint8; where the
+CPU backend runs, planes [B, Hkv, P, C] int64 (adamas.cpu.bit_planes of the codes). The B
 prompts have equal lengths, so row b of every buffer holds sequence b at the same slots and
 one position tensor serves them all. Slots not yet written are zeros and masked out;
 `adamas.decode_attention` gives them the distance EXCLUDED, and its sink/recent tokens
@@ -22,6 +23,8 @@ import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
+from adamas import cpu
+from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig, check_int
 from adamas.integration import CACHE_ARGUMENT, adamas_state, layer_thresholds, offer_codes, uses_sliding_window
 from adamas.loading import check_context
@@ -55,6 +58,7 @@ class FixedLayer(CacheLayerMixin):
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
         self.fitted = False  # thresholds are fitted to each prompt's keys, at its prefill
         self._codes: torch.Tensor | None = None
+        self._planes: torch.Tensor | None = None  # bit-planes of _codes, where the CPU backend runs
         self.positions: torch.Tensor | None = None  # int64 [T]: the slots the next update writes
         self.visible = capacity
         self.length = 0  # slots written so far (host-side count, kept by FixedCache.seek)
@@ -67,12 +71,19 @@ class FixedLayer(CacheLayerMixin):
         self.values = value_states.new_zeros(b, h, self.capacity, value_states.shape[-1])
         if self.config is not None:
             self._codes = torch.zeros(b, h, self.capacity, d // 4, dtype=torch.uint8, device=self.device)
+            if resolve_backend(self.config.backend, self.device) == "cpu":
+                self._planes = cpu.bit_planes(self._codes)  # [B, Hkv, P, C], zeros as the codes are
         self.is_initialized = True
 
     @property
     def codes(self) -> torch.Tensor | None:
         """The codes of the visible keys: [B, Hkv, visible, d // 4] uint8 (None on a dense layer)."""
         return None if self._codes is None else self._codes[:, :, : self.visible]
+
+    @property
+    def planes(self) -> torch.Tensor | None:
+        """The bit-planes of the visible codes: [B, Hkv, P, visible] (None on a dense layer or off the CPU backend)."""
+        return None if self._planes is None else self._planes[..., : self.visible]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write K/V (and codes) of the new tokens at `positions`; return the visible K and V."""
@@ -84,6 +95,8 @@ class FixedLayer(CacheLayerMixin):
         if self.sparse and self.fitted:  # decoding; a prompt's codes come from encode_prompt
             new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
             self._codes.index_copy_(2, self.positions, new_codes)
+            if self._planes is not None:
+                self._planes.index_copy_(3, self.positions, cpu.bit_planes(new_codes))
             offer_codes(self, keys)
         return keys, values
 
@@ -106,6 +119,8 @@ class FixedLayer(CacheLayerMixin):
             return
         keys = self.keys[:, :, start:end]  # [B, Hkv, end - start, d]
         self._codes[:, :, start:end] = encode(keys, self.thresholds, backend=self.config.backend)
+        if self._planes is not None:
+            self._planes[..., start:end] = cpu.bit_planes(self._codes[:, :, start:end])
 
     def get_seq_length(self) -> int:
         return self.length
@@ -119,8 +134,9 @@ class FixedLayer(CacheLayerMixin):
     def reset(self) -> None:
         """Empty the layer: buffers zeroed; the thresholds are fitted again to the next prompt."""
         super().reset()
-        if self._codes is not None:
-            self._codes.zero_()
+        for buffer in (self._codes, self._planes):
+            if buffer is not None:
+                buffer.zero_()
         self.fitted, self.length = False, 0
 
 

@@ -34,7 +34,7 @@ from adamas.checks import resolve_backend
 from adamas.config import BACKENDS
 from adamas.integration import CACHE_ARGUMENT, set_enabled
 from adamas.loading import execution_device
-from adamas.static import GraphDecoder
+from adamas.static import FULL, GraphDecoder
 from benchmarks.common import device_slug, print_table, write_results
 
 SHAPES = {  # LlamaConfig fields of real models
@@ -107,10 +107,15 @@ class Session:
 
 @torch.no_grad()
 def eager_session(model, config: adamas.AdamasConfig | None, ids: torch.Tensor) -> Session:
-    """Prefill `ids` on the dynamic cache (model.generate()'s path): Adamas under `config`, full attention for None."""
+    """Prefill `ids` on the dynamic cache (model.generate()'s path): Adamas under `config`, full attention for None.
+
+    Full attention runs the "adamas" attention function under selector "full", as the fixed-cache
+    decoder does: its one-token steps read K and V once per GQA group (integration.dense_attention).
+    """
     device = ids.device
     layers = model.config.num_hidden_layers
     cache = transformers.DynamicCache() if config is None else adamas.AdamasCache(config, layers)
+    config = FULL if config is None else config
     set_enabled(model, config)
     _sync(device)
     start = time.perf_counter()

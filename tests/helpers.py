@@ -75,3 +75,17 @@ def assert_valid_selection(idx: torch.Tensor, dist: torch.Tensor, budget: int) -
     kth = dist.sort(dim=-1).values[..., k - 1]  # [B, Hq] the k-th smallest distance
     chosen = dist.gather(-1, idx)
     assert (chosen <= kth[..., None]).all(), "a selected distance is larger than the k-th smallest"
+
+
+def assert_planes_follow_codes(layer) -> None:
+    """A cache layer's bit-planes are those of its codes (on the CPU backend; no planes are kept elsewhere)."""
+    from adamas import cpu
+
+    if DEVICE != "cpu":
+        assert layer.planes is None
+        return
+    assert layer.planes is not None, "the CPU backend keeps planes beside the codes"
+    expected = cpu.bit_planes(layer.codes)
+    assert torch.equal(layer.planes, expected), (
+        f"planes out of step with codes: {int((layer.planes != expected).sum())} words differ"
+    )

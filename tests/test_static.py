@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import DEVICE, assert_close
+from helpers import DEVICE, assert_close, assert_planes_follow_codes
 from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
 
 import adamas
@@ -89,6 +89,7 @@ def test_a_prompt_prefilled_in_chunks_is_cached_and_encoded_as_in_one_piece(chun
         assert torch.equal(mine.thresholds, adamas.calibrate(prompt, config.calibration_quantiles))
         assert torch.equal(mine.codes[:, :, :48], adamas.encode(prompt, mine.thresholds))
         assert not mine.codes[:, :, 48:].any(), "empty slots hold no codes"
+        assert_planes_follow_codes(mine)
     full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
     assert decode(model, full_budget, ids) == dynamic(model, None, ids)
 
@@ -114,6 +115,8 @@ def test_a_second_prompt_after_reset_decodes_as_a_fresh_decoder():
         decoder.step()
     tokens = [int(decoder.prefill(second))] + [int(decoder.step()) for _ in range(STEPS - 1)]
     assert tokens == decode(model, config, second)
+    for layer in decoder.cache.layers[2:]:  # the first prompt's later slots were zeroed, planes too
+        assert_planes_follow_codes(layer)
 
 
 def test_a_batch_of_two_decodes_each_prompt_as_alone_and_as_generate(decode_calls):
@@ -174,6 +177,7 @@ def test_switching_to_full_attention_and_back_shares_one_prefill(decode_calls):
         assert torch.equal(layer.codes[:, :, : decoder.length], adamas.encode(written, layer.thresholds)), (
             "the keys written under full attention are encoded on switching back"
         )
+        assert_planes_follow_codes(layer)
     with pytest.raises(ValueError, match="switch"):
         decoder.switch(adamas.AdamasConfig(budget=8))
     with pytest.raises(ValueError, match="switch"):
