@@ -129,7 +129,8 @@ class FixedLayer(CacheLayerMixin):
         return self.capacity
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.capacity, 0
+        """Keys a mask built by transformers must cover: the visible slots (a prefill chunk's, or all)."""
+        return self.visible, 0
 
     def reset(self) -> None:
         """Empty the layer: buffers zeroed; the thresholds are fitted again to the next prompt."""
@@ -243,9 +244,12 @@ class GraphDecoder:
                 end = min(start + PREFILL_CHUNK, length)
                 positions = torch.arange(start, end, device=self.device)
                 self.cache.seek(positions, visible=end, length=start)
-                causal = torch.arange(end, device=self.device)[None, :] <= positions[:, None]  # [T', end]
+                # the first chunk sees only itself: no mask, so that SDPA takes its causal kernel rather than
+                # a masked one; a later chunk's rows also see the slots before it
+                causal = None if start == 0 else torch.arange(end, device=self.device)[None, :] <= positions[:, None]
+                mask = None if causal is None else causal[None, None]  # [1, 1, T', end]
                 position_ids = positions[None].expand(self.batch, -1)
-                logits = self._forward(ids[:, start:end], position_ids, causal[None, None], logits_to_keep=1)
+                logits = self._forward(ids[:, start:end], position_ids, mask, logits_to_keep=1)
         self.cache.encode_prompt(length)
         self.token.copy_(logits[:, -1:].argmax(-1))
         self.mask[..., :length] = True
