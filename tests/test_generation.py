@@ -183,3 +183,11 @@ def test_side_by_side_closed_early_restores_the_model(default_model):
         assert integration.enabled_config(model).budget == 64
     finally:
         adamas.disable(model)
+
+
+def test_graph_obstacle_says_why_a_model_decodes_eagerly():
+    from tiny_models import tiny_model
+
+    assert generation.graph_obstacle(tiny_model("mistral", sliding_window=16)).startswith("mistral uses sliding-window")
+    plain = generation.graph_obstacle(tiny_model("llama"))
+    assert plain is None if DEVICE == "cuda" else plain == "the model is not on a CUDA device"
