@@ -24,8 +24,20 @@ import torch.nn.functional as F
 
 from adamas.reference import hadamard, hadamard_matrix
 
-__all__ = ["bit_planes", "dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]
+__all__ = [
+    "bit_planes",
+    "dense_attention",
+    "encode",
+    "encode_planes",
+    "hadamard",
+    "manhattan",
+    "nearest",
+    "select",
+    "sparse_attention",
+]
 
+_PACK = np.uint32((1 << 24) | (1 << 18) | (1 << 12) | (1 << 6))
+"""Packs four code bytes of a uint32 into its top byte (see encode)."""
 _EVEN_BITS = 0x5555555555555555
 """The low bit of every 2-bit code in a word (dim j's code sits at bit 2 * (j % 32))."""
 
@@ -36,22 +48,54 @@ def _hadamard_matrix(d: int, dtype: torch.dtype) -> torch.Tensor:
     return hadamard_matrix(d, dtype)
 
 
-def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
-    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4].
-
-    thresholds: three floats, or [H, 3] per head of x [B, H, d] / [B, H, L, d]. Buckets are
-    numbered as torch.bucketize(right=False) does: the count of edges below the value.
-    """
+def _thermometer(x: torch.Tensor, thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bits t1, t2, t3 = (y > edge) of y = hadamard(x) under the three edges: bool [..., d] each."""
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     y = (x.detach().to(compute) @ _hadamard_matrix(x.shape[-1], compute)).numpy()  # [..., d]
     if isinstance(thresholds, torch.Tensor):  # [H, 3] -> three [1, H, 1 (, 1)] edges
         edges = thresholds.to(compute).numpy().T.reshape(3, 1, -1, *([1] * (y.ndim - 2)))
     else:
         edges = np.asarray(thresholds, dtype=y.dtype)
-    codes = (y > edges[0]).view(np.uint8) + (y > edges[1]).view(np.uint8) + (y > edges[2]).view(np.uint8)
-    quads = codes.reshape(*codes.shape[:-1], -1, 4)  # [..., d // 4, 4]
-    packed = quads[..., 0] | (quads[..., 1] << 2) | (quads[..., 2] << 4) | (quads[..., 3] << 6)
-    return torch.from_numpy(packed)
+    return np.greater(y, edges[0]), np.greater(y, edges[1]), np.greater(y, edges[2])
+
+
+def _pack(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray) -> np.ndarray:
+    """Packed codes t1 + t2 + t3 from the thermometer bits: bool [..., d] -> uint8 [..., d // 4]."""
+    codes = t1.view(np.uint8) + t2.view(np.uint8)  # [..., d]
+    codes += t3.view(np.uint8)
+    # each 4 codes b0..b3, read as one little-endian uint32 (b_i at bit 8i), times _PACK: b_i lands
+    # at bit 24 + 2i, every other product below bit 24 (with no carry into it) or past bit 31
+    words = codes.view(np.uint32)  # [..., d // 4]
+    np.multiply(words, _PACK, out=words)
+    return np.right_shift(words, np.uint32(24)).astype(np.uint8)
+
+
+def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tensor) -> torch.Tensor:
+    """Hadamard-transform, bucketize and pack: x [..., d] float -> uint8 codes [..., d // 4].
+
+    thresholds: three floats, or [H, 3] per head of x [B, H, d] / [B, H, L, d]. Buckets are
+    numbered as torch.bucketize(right=False) does: the count of edges below the value.
+    """
+    return torch.from_numpy(_pack(*_thermometer(x, thresholds)))
+
+
+def encode_planes(x: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """encode(x) and the bit-planes of those codes, token-major, from one pass (a decode step's few tokens).
+
+    x [B, H, (T,) d] float, thresholds [H, 3] -> uint8 codes [B, H, (T,) d // 4] and int64
+    (int32 at d = 16) planes [B, H, (T,) P]: bit_planes' words, packed straight from the bits.
+    """
+    t1, t2, t3 = _thermometer(x, thresholds)
+    lead, d = t1.shape[:-1], t1.shape[-1]
+    dims = 32 if d % 32 == 0 else 16  # dims per word
+    t2_words = t2.reshape(*lead, -1, dims)  # [..., W, dims]
+    if t2_words.shape[-2] % 2:  # the last t2 word has no partner for the odd bits
+        t2_words = np.concatenate((t2_words, np.zeros_like(t2_words[..., :1, :])), -2)
+    # t1 | t3 << 1 on each dim's two bits; t2 words in pairs, the second one's dims on the odd bits
+    t2_pairs = t2_words.reshape(*lead, -1, 2, dims).swapaxes(-1, -2).reshape(*lead, -1)
+    bits = np.concatenate((np.stack((t1, t3), -1).reshape(*lead, 2 * d), t2_pairs), -1)
+    planes = np.packbits(bits, axis=-1, bitorder="little").view(np.int64 if dims == 32 else np.int32)
+    return torch.from_numpy(_pack(t1, t2, t3)), torch.from_numpy(planes)
 
 
 def _planes(codes: np.ndarray) -> np.ndarray:
@@ -94,21 +138,29 @@ def bit_planes(codes: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(planes.view(np.int64 if planes.dtype == np.uint64 else np.int32))
 
 
-def _distances(q_codes: torch.Tensor, k_codes: torch.Tensor, k_planes: torch.Tensor | None = None) -> np.ndarray:
+def _distances(
+    q_codes: torch.Tensor,
+    k_codes: torch.Tensor,
+    k_planes: torch.Tensor | None = None,
+    q_planes: torch.Tensor | None = None,
+) -> np.ndarray:
     """L1 code distances as numpy uint8 (d <= 64) or uint16 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
     b, hq, bytes_per_code = q_codes.shape
     hkv, length = k_codes.shape[1], k_codes.shape[2]
     keys = (bit_planes(k_codes) if k_planes is None else k_planes).numpy()  # [B, Hkv, P, L]
-    keys = keys.view(np.uint64 if keys.dtype == np.int64 else np.uint32)
-    q_planes = _planes(q_codes.numpy()[:, :, None]).reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
+    word = np.uint64 if keys.dtype == np.int64 else np.uint32
+    keys = keys.view(word)
+    queries = _planes(q_codes.numpy()[:, :, None]) if q_planes is None else q_planes.numpy().view(word)
+    queries = queries.reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
     shape = (b, hkv, hq // hkv, length)
     # counts add up in the narrowest type that holds 3d: no pass over the distances only to widen them
-    dist = np.zeros(shape, dtype=np.uint8 if 3 * 4 * bytes_per_code <= 255 else np.uint16)
+    dist = np.empty(shape, dtype=np.uint8 if 3 * 4 * bytes_per_code <= 255 else np.uint16)
     flips, counts = np.empty(shape, dtype=keys.dtype), np.empty(shape, dtype=np.uint8)
     for p in range(keys.shape[2]):  # one plane at a time: every pass reads contiguous memory
-        np.bitwise_xor(keys[:, :, None, p], q_planes[:, :, :, p], out=flips)
-        np.bitwise_count(flips, out=counts)
-        np.add(dist, counts, out=dist)
+        np.bitwise_xor(keys[:, :, None, p], queries[:, :, :, p], out=flips)
+        np.bitwise_count(flips, out=dist if p == 0 else counts)
+        if p:
+            np.add(dist, counts, out=dist)
     return dist
 
 
@@ -125,7 +177,7 @@ _FORCED, _EXCLUDED = -(1 << 16), 1 << 16
 """Added to the distance (0 .. 3d) of a forced token, to rank it first, and of an invalid one, to rank it last."""
 
 
-def _ranked(dist: np.ndarray, sink: int, recent: int, valid: torch.Tensor | None) -> np.ndarray:
+def _ranked(dist: np.ndarray, sink: int, recent: int, valid: np.ndarray | None) -> np.ndarray:
     """int32 keys [B, Hkv, G, L] that order the tokens as reference.mark_forced's distances do, in one pass.
 
     The first `sink` and last `recent` (valid) tokens rank before all others, invalid ones
@@ -136,9 +188,8 @@ def _ranked(dist: np.ndarray, sink: int, recent: int, valid: torch.Tensor | None
         dist[..., :sink] = -1
         dist[..., max(dist.shape[-1] - recent, 0) :] = -1
         return dist
-    ok = valid.numpy()  # [B, L]
-    shift = np.where(ok, np.int32(0), np.int32(_EXCLUDED))  # [B, L]
-    for row, kept in zip(shift, ok, strict=True):  # a row's sink and recent tokens among its valid ones
+    shift = np.where(valid, np.int32(0), np.int32(_EXCLUDED))  # [B, L]
+    for row, kept in zip(shift, valid, strict=True):  # a row's sink and recent tokens among its valid ones
         positions = np.flatnonzero(kept)
         row[positions[:sink]] = _FORCED
         row[positions[max(len(positions) - recent, 0) :]] = _FORCED
@@ -169,17 +220,27 @@ def nearest(
     recent: int = 0,
     valid: torch.Tensor | None = None,
     k_planes: torch.Tensor | None = None,
+    q_planes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decode step's selection: manhattan, mark_forced, select and drop_excluded in one call.
 
     q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8, valid [B, L] bool or None,
-    k_planes bit_planes(k_codes) or None -> int64 [B, Hq, min(budget, L)]; a slot is -1 where
-    fewer than K valid tokens exist.
+    k_planes bit_planes(k_codes) and q_planes [B, Hq, P] (from encode_planes) or None
+    -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
     """
     b, hq, _ = q_codes.shape
-    rank = _ranked(_distances(q_codes, k_codes, k_planes), sink, recent, valid)  # int32 [B, Hkv, G, L]
-    idx = _smallest(rank, min(budget, rank.shape[-1]))  # [B, Hkv, G, K]
-    if valid is not None:
+    k = min(budget, k_codes.shape[2])
+    ok = None if valid is None else valid.numpy()  # [B, L]
+    if ok is not None and k_codes.shape[2] > 1 and not ok[:, -1].any():  # a fixed cache's unwritten tail
+        seen = np.flatnonzero(ok.any(0))
+        end = max(int(seen[-1]) + 1 if len(seen) else 0, k)  # tokens past the last valid one are never scored
+        k_codes, ok = k_codes[:, :, :end], ok[:, :end]
+        k_planes = None if k_planes is None else k_planes[..., :end]
+    if ok is not None and ok.all():  # every token valid (a fixed cache's written prefix): rank as unmasked
+        ok = None
+    rank = _ranked(_distances(q_codes, k_codes, k_planes, q_planes), sink, recent, ok)  # int32 [B, Hkv, G, L]
+    idx = _smallest(rank, k)  # [B, Hkv, G, K]
+    if ok is not None and int(ok.sum(-1).min()) < k:  # a row with fewer valid tokens than K: empty slots
         idx[np.take_along_axis(rank, idx, axis=-1) >= _EXCLUDED] = -1
     return torch.from_numpy(idx.reshape(b, hq, -1))
 
@@ -199,16 +260,25 @@ def _row_matrix(x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
     return x.as_strided(((b - 1) * per_batch + (hkv - 1) * per_head + length, d), (s_row, 1)), per_batch, per_head
 
 
-def _gather(x: torch.Tensor, idx: np.ndarray, group: int) -> torch.Tensor:
-    """x[b, h // group, idx[b, h, i]] for x [B, Hkv, L, d] and idx [B, Hq, K] in [0, L): [B, Hq, K, d]."""
-    found = _row_matrix(x)
-    if found is None:  # index element-wise
-        batch, heads = np.arange(idx.shape[0])[:, None, None], (np.arange(idx.shape[1]) // group)[None, :, None]
-        return x[torch.from_numpy(batch), torch.from_numpy(heads), torch.from_numpy(idx)]
-    matrix, per_batch, per_head = found
-    first = np.arange(idx.shape[0])[:, None] * per_batch + (np.arange(idx.shape[1]) // group) * per_head  # [B, Hq]
-    rows = torch.from_numpy((idx + first[:, :, None]).reshape(-1))
-    return matrix.index_select(0, rows).view(*idx.shape, x.shape[-1])
+def _gather(xs: tuple[torch.Tensor, ...], idx: np.ndarray, group: int) -> list[torch.Tensor]:
+    """x[b, h // group, idx[b, h, i]] for each x [B, Hkv, L, d] of xs and idx [B, Hq, K] in [0, L): [B, Hq, K, d].
+
+    Tensors whose rows lie alike (K and V buffers of one cache) share one row index.
+    """
+    gathered, row_index = [], {}
+    for x in xs:
+        found = _row_matrix(x)
+        if found is None:  # index element-wise
+            batch, heads = np.arange(idx.shape[0])[:, None, None], (np.arange(idx.shape[1]) // group)[None, :, None]
+            gathered.append(x[torch.from_numpy(batch), torch.from_numpy(heads), torch.from_numpy(idx)])
+            continue
+        matrix, per_batch, per_head = found
+        rows = row_index.get((per_batch, per_head))
+        if rows is None:
+            first = np.arange(idx.shape[0])[:, None] * per_batch + (np.arange(idx.shape[1]) // group) * per_head
+            rows = row_index[per_batch, per_head] = torch.from_numpy((idx + first[:, :, None]).reshape(-1))
+        gathered.append(matrix.index_select(0, rows).view(*idx.shape, x.shape[-1]))
+    return gathered
 
 
 def sparse_attention(
@@ -220,12 +290,12 @@ def sparse_attention(
     of -1 marks an empty slot that gets no weight.
     """
     group = idx.shape[1] // k.shape[1]
-    picks = idx.numpy().astype(np.int64)  # [B, Hq, K]
-    empty = picks < 0
-    rows = np.maximum(picks, 0)
+    picks = idx.numpy().astype(np.int64, copy=False)  # [B, Hq, K]
+    empty = picks < 0 if picks.min() < 0 else None
+    rows = picks if empty is None else np.maximum(picks, 0)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    k_sel, v_sel = (_gather(x, rows, group).to(compute) for x in (k, v))  # [B, Hq, K, d]
-    mask = torch.from_numpy(~empty[:, :, None, :]) if empty.any() else None  # [B, Hq, 1, K]
+    k_sel, v_sel = (x.to(compute) for x in _gather((k, v), rows, group))  # [B, Hq, K, d]
+    mask = None if empty is None else torch.from_numpy(~empty[:, :, None, :])  # [B, Hq, 1, K]
     out = F.scaled_dot_product_attention(q[:, :, None].to(compute), k_sel, v_sel, attn_mask=mask, scale=scale)
     return out[:, :, 0].to(q.dtype)
 

@@ -69,6 +69,21 @@ def layer_thresholds(config: AdamasConfig, keys: torch.Tensor) -> tuple[float, f
     return config.thresholds
 
 
+def encode_keys(config: AdamasConfig, keys: torch.Tensor, thresholds) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A cache layer's new keys [B, Hkv, T, d] -> their codes [B, Hkv, T, d // 4] and, on the CPU backend, planes.
+
+    The planes (adamas.cpu.bit_planes' [B, Hkv, P, T]) come from the same pass as the codes;
+    other backends keep none (None). `thresholds` are the layer's own, checked when fitted.
+    """
+    if resolve_backend(config.backend, keys.device) != "cpu":
+        return encode(keys, thresholds, backend=config.backend), None
+    if keys.shape[2] == 1:  # a decode step's key: one pass for both (a prompt's go faster word-wise)
+        codes, planes = cpu.encode_planes(keys, thresholds)  # planes [B, Hkv, 1, P]
+        return codes, planes.transpose(-1, -2)
+    codes = encode(keys, thresholds, backend=config.backend)
+    return codes, cpu.bit_planes(codes)
+
+
 class AdamasLayer(DynamicLayer):
     """A DynamicLayer that also keeps the packed 2-bit code of every cached key, in preallocated buffers.
 
@@ -96,22 +111,24 @@ class AdamasLayer(DynamicLayer):
         """Write the new K/V rows and their codes after the cached ones; return the whole K and V."""
         if self.thresholds is None:
             self.thresholds = layer_thresholds(self.config, key_states)
-        new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
+        new_codes, new_planes = encode_keys(self.config, key_states, self.thresholds)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start, end = self.get_seq_length(), self.get_seq_length() + key_states.shape[-2]
-        self._reserve(key_states, value_states, new_codes, end)
+        self._reserve(key_states, value_states, new_codes, new_planes, end)
         for buffer, rows in ((self._keys, key_states), (self._values, value_states), (self._codes, new_codes)):
             buffer[:, :, start:end] = rows
         self.keys, self.values, self.codes = (b[:, :, :end] for b in (self._keys, self._values, self._codes))
         if self._planes is not None:
-            self._planes[..., start:end] = cpu.bit_planes(new_codes)
+            self._planes[..., start:end] = new_planes
             self.planes = self._planes[..., :end]
         offer_codes(self, self.keys)
         return self.keys, self.values
 
-    def _reserve(self, keys: torch.Tensor, values: torch.Tensor, codes: torch.Tensor, length: int) -> None:
-        """Make the buffers hold `length` tokens, keeping what is cached."""
+    def _reserve(
+        self, keys: torch.Tensor, values: torch.Tensor, codes: torch.Tensor, planes: torch.Tensor | None, length: int
+    ) -> None:
+        """Make the buffers (like keys, values, codes and planes) hold `length` tokens, keeping what is cached."""
         capacity = 0 if self.codes is None else self._codes.shape[2]
         if length <= capacity:
             return
@@ -124,8 +141,7 @@ class AdamasLayer(DynamicLayer):
                 buffer[:, :, : cached.shape[2]] = cached
             made.append(buffer)
         self._keys, self._values, self._codes = made
-        if resolve_backend(self.config.backend, codes.device) == "cpu":
-            planes = cpu.bit_planes(codes[:, :, :1])  # [B, Hkv, P, 1]: the planes' count and dtype
+        if planes is not None:
             self._planes = planes.new_empty(*planes.shape[:3], capacity)  # [B, Hkv, P, capacity]
             if self.planes is not None:
                 self._planes[..., : self.planes.shape[3]] = self.planes

@@ -302,9 +302,17 @@ def uses_fused_selection(budget: int, tokens: int) -> bool:
 
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
-    q_codes = impl.encode(q, query_thresholds(config, thresholds, q, k))  # [B, Hq, d // 4]
-    if impl is cpu:
-        return cpu.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid, k_planes)
+    b, hq, d = q.shape
+    if thresholds is None:  # config's three edges for every head
+        edges, grouped = query_thresholds(config, thresholds, q, k), q
+    else:  # each GQA group's query heads encoded under its KV head's row: no per-step spread of the edges
+        _check_head_thresholds(thresholds, k)
+        edges, grouped = thresholds.to(q.device), q.reshape(b, k.shape[1], hq // k.shape[1], d)  # [B, Hkv, G, d]
+    if impl is cpu:  # the query's codes and bit-planes from one pass, then one fused selection
+        q_codes, q_planes = cpu.encode_planes(grouped, edges)
+        q_codes, q_planes = q_codes.reshape(b, hq, -1), q_planes.reshape(b, hq, -1)
+        return cpu.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid, k_planes, q_planes)
+    q_codes = impl.encode(grouped, edges).reshape(b, hq, -1)  # [B, Hq, d // 4]
     if impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2]):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)

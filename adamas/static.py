@@ -26,7 +26,14 @@ from transformers.cache_utils import CacheLayerMixin
 from adamas import cpu
 from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig, check_int
-from adamas.integration import CACHE_ARGUMENT, adamas_state, layer_thresholds, offer_codes, uses_sliding_window
+from adamas.integration import (
+    CACHE_ARGUMENT,
+    adamas_state,
+    encode_keys,
+    layer_thresholds,
+    offer_codes,
+    uses_sliding_window,
+)
 from adamas.loading import check_context
 from adamas.ops import encode
 from adamas.tracing import ACTIVE_RECORDER, TraceRecorder
@@ -93,10 +100,10 @@ class FixedLayer(CacheLayerMixin):
         self.values.index_copy_(2, self.positions, value_states)
         keys, values = self.keys[:, :, : self.visible], self.values[:, :, : self.visible]
         if self.sparse and self.fitted:  # decoding; a prompt's codes come from encode_prompt
-            new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
+            new_codes, new_planes = encode_keys(self.config, key_states, self.thresholds)
             self._codes.index_copy_(2, self.positions, new_codes)
             if self._planes is not None:
-                self._planes.index_copy_(3, self.positions, cpu.bit_planes(new_codes))
+                self._planes.index_copy_(3, self.positions, new_planes)
             offer_codes(self, keys)
         return keys, values
 

@@ -94,6 +94,8 @@ def test_nearest_matches_the_reference_path(case, budget, sink, recent, with_val
     want, dist = reference_selection(q_codes, k_codes, budget, sink, recent, valid)
     assert_same_choice(got, want, dist)
     assert torch.equal(q_codes, before[0]) and torch.equal(k_codes, before[1]), "nearest wrote into its inputs"
+    planes = cpu.bit_planes(k_codes), cpu.bit_planes(q_codes[:, :, None])[..., 0]  # as a cache and encode_planes give
+    assert torch.equal(cpu.nearest(q_codes, k_codes, budget, sink, recent, valid, *planes), got)
 
 
 def test_nearest_leaves_empty_slots_when_too_few_tokens_are_valid():
@@ -116,6 +118,19 @@ def test_encode_equals_the_reference(shape, dtype, per_head):
     x = randn(*shape, gen=gen, dtype=dtype, std=8.0)
     edges = torch.randn(shape[1], 3, generator=gen).sort(dim=-1).values if per_head else (-10.0, 0.0, 10.0)
     assert torch.equal(cpu.encode(x, edges), reference.encode(x, edges))
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 3, 1, 64), (2, 3, 3, 64), (2, 4, 16), (1, 2, 5, 32), (1, 2, 2, 128), (1, 1, 256)], ids=str
+)
+def test_encode_planes_gives_the_codes_and_their_bit_planes(shape):
+    gen = seeded("encode-planes", shape)
+    x = randn(*shape, gen=gen, dtype=torch.float32, std=8.0)
+    edges = torch.randn(shape[1], 3, generator=gen).sort(dim=-1).values
+    codes, planes = cpu.encode_planes(x, edges)
+    assert torch.equal(codes, reference.encode(x, edges))
+    tokens = codes if codes.ndim == 4 else codes[:, :, None]  # bit_planes takes [B, H, N, d // 4]
+    assert torch.equal(planes, cpu.bit_planes(tokens).transpose(-1, -2).reshape(planes.shape))
 
 
 @dtypes
