@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import gc
+import html
 import json
 import logging
 import math
@@ -286,9 +287,13 @@ def numbered(n: int, figure: go.Figure) -> go.Figure:
 
 
 def refusal(err: Exception) -> tuple:
-    """The run's outputs for input it cannot use: a warning and a readable message, the rest unchanged."""
-    gr.Warning(str(err))
-    return updates(status=f"**Could not run:** {err}")
+    """The run's outputs for input it cannot use: a warning and a readable message, the rest unchanged.
+
+    The message may quote what the user typed: it is escaped, so it shows as text, never as markup.
+    """
+    message = html.escape(str(err))
+    gr.Warning(message)
+    return updates(status=f"**Could not run:** {message}")
 
 
 class Studio:
@@ -550,7 +555,7 @@ class Studio:
 def build_app(studio: Studio) -> gr.Blocks:
     """The Blocks layout with its events wired and its queue set, not launched."""
     defaults, budgets = studio.defaults, ", ".join(map(str, BUDGETS[:8]))
-    with gr.Blocks(title="Adamas Studio") as demo:
+    with gr.Blocks(title="Adamas Studio", analytics_enabled=False) as demo:  # private documents: no telemetry
         gr.Markdown(INTRO)
         gr.Markdown(f"**Model:** {studio.model_name} · **{studio.device}** · context up to {studio.context} tokens")
         recording, evidence = gr.State(None), gr.State(None)

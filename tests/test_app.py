@@ -97,6 +97,13 @@ def test_blank_sink_and_recent_follow_the_budget_and_the_settings_buttons_fill_t
     assert app.settings_values(adamas.AdamasConfig.paper()) == ("paper", "-10, 0, 10", [0, 1], 0, 0)
 
 
+def test_echoed_input_is_escaped_and_analytics_are_off(studio):
+    refused = list(studio.run(*inputs(thresholds="custom", custom="<img src=x>")))
+    status = output(refused[-1], "status")
+    assert "&lt;img src=x&gt;" in status and "<img" not in status
+    assert app.build_app(studio).analytics_enabled is False
+
+
 def test_build_app_wires_the_events(studio):
     demo = app.build_app(studio)
     assert isinstance(demo, gr.Blocks) and demo.title == "Adamas Studio"
