@@ -32,6 +32,7 @@ __all__ = [
     "hadamard",
     "manhattan",
     "nearest",
+    "query_planes",
     "select",
     "sparse_attention",
 ]
@@ -79,13 +80,8 @@ def encode(x: torch.Tensor, thresholds: tuple[float, float, float] | torch.Tenso
     return torch.from_numpy(_pack(*_thermometer(x, thresholds)))
 
 
-def encode_planes(x: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """encode(x) and the bit-planes of those codes, token-major, from one pass (a decode step's few tokens).
-
-    x [B, H, (T,) d] float, thresholds [H, 3] -> uint8 codes [B, H, (T,) d // 4] and int64
-    (int32 at d = 16) planes [B, H, (T,) P]: bit_planes' words, packed straight from the bits.
-    """
-    t1, t2, t3 = _thermometer(x, thresholds)
+def _bits_to_planes(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray) -> np.ndarray:
+    """bit_planes' words straight from the thermometer bits: bool [..., d] -> int64 (int32 at d = 16) [..., P]."""
     lead, d = t1.shape[:-1], t1.shape[-1]
     dims = 32 if d % 32 == 0 else 16  # dims per word
     t2_words = t2.reshape(*lead, -1, dims)  # [..., W, dims]
@@ -94,8 +90,22 @@ def encode_planes(x: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tens
     # t1 | t3 << 1 on each dim's two bits; t2 words in pairs, the second one's dims on the odd bits
     t2_pairs = t2_words.reshape(*lead, -1, 2, dims).swapaxes(-1, -2).reshape(*lead, -1)
     bits = np.concatenate((np.stack((t1, t3), -1).reshape(*lead, 2 * d), t2_pairs), -1)
-    planes = np.packbits(bits, axis=-1, bitorder="little").view(np.int64 if dims == 32 else np.int32)
-    return torch.from_numpy(_pack(t1, t2, t3)), torch.from_numpy(planes)
+    return np.packbits(bits, axis=-1, bitorder="little").view(np.int64 if dims == 32 else np.int32)
+
+
+def encode_planes(x: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """encode(x) and the bit-planes of those codes, token-major, from one pass (a decode step's few tokens).
+
+    x [B, H, (T,) d] float, thresholds [H, 3] -> uint8 codes [B, H, (T,) d // 4] and int64
+    (int32 at d = 16) planes [B, H, (T,) P]: bit_planes' words, packed straight from the bits.
+    """
+    bits = _thermometer(x, thresholds)
+    return torch.from_numpy(_pack(*bits)), torch.from_numpy(_bits_to_planes(*bits))
+
+
+def query_planes(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """The bit-planes of encode(x)'s codes without the codes (what nearest reads of a query): [B, H, (T,) P]."""
+    return torch.from_numpy(_bits_to_planes(*_thermometer(x, thresholds)))
 
 
 def _planes(codes: np.ndarray) -> np.ndarray:
@@ -139,14 +149,14 @@ def bit_planes(codes: torch.Tensor) -> torch.Tensor:
 
 
 def _distances(
-    q_codes: torch.Tensor,
+    q_codes: torch.Tensor | None,
     k_codes: torch.Tensor,
     k_planes: torch.Tensor | None = None,
     q_planes: torch.Tensor | None = None,
 ) -> np.ndarray:
     """L1 code distances as numpy uint8 (d <= 64) or uint16 [B, Hkv, G, L] (G = Hq // Hkv query heads per KV head)."""
-    b, hq, bytes_per_code = q_codes.shape
-    hkv, length = k_codes.shape[1], k_codes.shape[2]
+    b, hq = (q_codes if q_planes is None else q_planes).shape[:2]
+    _, hkv, length, bytes_per_code = k_codes.shape
     keys = (bit_planes(k_codes) if k_planes is None else k_planes).numpy()  # [B, Hkv, P, L]
     word = np.uint64 if keys.dtype == np.int64 else np.uint32
     keys = keys.view(word)
@@ -213,7 +223,7 @@ def select(dist: torch.Tensor, budget: int, max_distance: int | None = None) -> 
 
 
 def nearest(
-    q_codes: torch.Tensor,
+    q_codes: torch.Tensor | None,
     k_codes: torch.Tensor,
     budget: int,
     sink: int = 0,
@@ -225,10 +235,10 @@ def nearest(
     """The decode step's selection: manhattan, mark_forced, select and drop_excluded in one call.
 
     q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8, valid [B, L] bool or None,
-    k_planes bit_planes(k_codes) and q_planes [B, Hq, P] (from encode_planes) or None
-    -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
+    k_planes bit_planes(k_codes) and q_planes [B, Hq, P] (query_planes; then q_codes may be None)
+    or None -> int64 [B, Hq, min(budget, L)]; a slot is -1 where fewer than K valid tokens exist.
     """
-    b, hq, _ = q_codes.shape
+    b, hq = (q_codes if q_planes is None else q_planes).shape[:2]
     k = min(budget, k_codes.shape[2])
     ok = None if valid is None else valid.numpy()  # [B, L]
     if ok is not None and k_codes.shape[2] > 1 and not ok[:, -1].any():  # a fixed cache's unwritten tail
@@ -260,6 +270,12 @@ def _row_matrix(x: torch.Tensor) -> tuple[torch.Tensor, int, int] | None:
     return x.as_strided(((b - 1) * per_batch + (hkv - 1) * per_head + length, d), (s_row, 1)), per_batch, per_head
 
 
+@functools.lru_cache(maxsize=16)
+def _first_rows(b: int, hq: int, group: int, per_batch: int, per_head: int) -> np.ndarray:
+    """The row of token 0 of each (batch, query head)'s KV head in a row matrix: int64 [B, Hq, 1]."""
+    return (np.arange(b)[:, None] * per_batch + (np.arange(hq) // group) * per_head)[:, :, None]
+
+
 def _gather(xs: tuple[torch.Tensor, ...], idx: np.ndarray, group: int) -> list[torch.Tensor]:
     """x[b, h // group, idx[b, h, i]] for each x [B, Hkv, L, d] of xs and idx [B, Hq, K] in [0, L): [B, Hq, K, d].
 
@@ -275,8 +291,8 @@ def _gather(xs: tuple[torch.Tensor, ...], idx: np.ndarray, group: int) -> list[t
         matrix, per_batch, per_head = found
         rows = row_index.get((per_batch, per_head))
         if rows is None:
-            first = np.arange(idx.shape[0])[:, None] * per_batch + (np.arange(idx.shape[1]) // group) * per_head
-            rows = row_index[per_batch, per_head] = torch.from_numpy((idx + first[:, :, None]).reshape(-1))
+            first = _first_rows(idx.shape[0], idx.shape[1], group, per_batch, per_head)  # [B, Hq, 1]
+            rows = row_index[per_batch, per_head] = torch.from_numpy((idx + first).reshape(-1))
         gathered.append(matrix.index_select(0, rows).view(*idx.shape, x.shape[-1]))
     return gathered
 

@@ -28,7 +28,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from adamas import cpu, ops
 from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig
-from adamas.ops import calibrate, decode_attention, encode, query_thresholds
+from adamas.ops import calibrate, decode_attention_unchecked, encode, query_thresholds
 from adamas.tracing import ACTIVE_RECORDER, ACTIVE_TRACER
 
 TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
@@ -222,8 +222,8 @@ def adamas_attention(
     q, config, codes = query[:, :, 0], layer.config, layer.codes
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
-    step = functools.partial(
-        decode_attention,
+    step = functools.partial(  # the layer's tensors and thresholds were checked as it made them
+        decode_attention_unchecked,
         q,
         key,
         value,

@@ -270,6 +270,33 @@ def decode_attention(
         _check_valid(valid, q, k)
     if k_planes is not None:
         _check_planes(k_planes, k_codes)
+    if thresholds is not None:
+        _check_head_thresholds(thresholds, k)
+    return decode_attention_unchecked(
+        q, k, v, k_codes, config, layer_idx, scale, return_indices, valid, thresholds, k_planes
+    )
+
+
+@_on_input_device
+def decode_attention_unchecked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_codes: torch.Tensor,
+    config: AdamasConfig,
+    layer_idx: int | None = None,
+    scale: float | None = None,
+    return_indices: bool = False,
+    valid: torch.Tensor | None = None,
+    thresholds: torch.Tensor | None = None,
+    k_planes: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    """decode_attention without its input checks, for tensors a cache layer made and checked when it made them.
+
+    The attention function's per-layer path: its checks cost ~12 us a call on a CPU (more, cold,
+    inside a model), a tenth of a sparse layer's step at 4K.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
@@ -306,12 +333,10 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes) -> 
     if thresholds is None:  # config's three edges for every head
         edges, grouped = query_thresholds(config, thresholds, q, k), q
     else:  # each GQA group's query heads encoded under its KV head's row: no per-step spread of the edges
-        _check_head_thresholds(thresholds, k)
         edges, grouped = thresholds.to(q.device), q.reshape(b, k.shape[1], hq // k.shape[1], d)  # [B, Hkv, G, d]
-    if impl is cpu:  # the query's codes and bit-planes from one pass, then one fused selection
-        q_codes, q_planes = cpu.encode_planes(grouped, edges)
-        q_codes, q_planes = q_codes.reshape(b, hq, -1), q_planes.reshape(b, hq, -1)
-        return cpu.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid, k_planes, q_planes)
+    if impl is cpu:  # the query's bit-planes (no packed codes), then one fused selection
+        q_planes = cpu.query_planes(grouped, edges).reshape(b, hq, -1)  # [B, Hq, P]
+        return cpu.nearest(None, k_codes, config.budget, config.sink, config.recent, valid, k_planes, q_planes)
     q_codes = impl.encode(grouped, edges).reshape(b, hq, -1)  # [B, Hq, d // 4]
     if impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2]):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)

@@ -94,8 +94,9 @@ def test_nearest_matches_the_reference_path(case, budget, sink, recent, with_val
     want, dist = reference_selection(q_codes, k_codes, budget, sink, recent, valid)
     assert_same_choice(got, want, dist)
     assert torch.equal(q_codes, before[0]) and torch.equal(k_codes, before[1]), "nearest wrote into its inputs"
-    planes = cpu.bit_planes(k_codes), cpu.bit_planes(q_codes[:, :, None])[..., 0]  # as a cache and encode_planes give
+    planes = cpu.bit_planes(k_codes), cpu.bit_planes(q_codes[:, :, None])[..., 0]  # as a cache and query_planes give
     assert torch.equal(cpu.nearest(q_codes, k_codes, budget, sink, recent, valid, *planes), got)
+    assert torch.equal(cpu.nearest(None, k_codes, budget, sink, recent, valid, *planes), got)
 
 
 def test_nearest_leaves_empty_slots_when_too_few_tokens_are_valid():
@@ -131,6 +132,7 @@ def test_encode_planes_gives_the_codes_and_their_bit_planes(shape):
     assert torch.equal(codes, reference.encode(x, edges))
     tokens = codes if codes.ndim == 4 else codes[:, :, None]  # bit_planes takes [B, H, N, d // 4]
     assert torch.equal(planes, cpu.bit_planes(tokens).transpose(-1, -2).reshape(planes.shape))
+    assert torch.equal(cpu.query_planes(x, edges), planes)
 
 
 @dtypes
