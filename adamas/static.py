@@ -82,15 +82,19 @@ class FixedLayer(CacheLayerMixin):
                 self._planes = cpu.bit_planes(self._codes)  # [B, Hkv, P, C], zeros as the codes are
         self.is_initialized = True
 
+    def _visible(self, buffer: torch.Tensor, dim: int) -> torch.Tensor:
+        """The first `visible` slots of a buffer along `dim`: the buffer itself while decoding (one view op less)."""
+        return buffer if self.visible == self.capacity else buffer.narrow(dim, 0, self.visible)
+
     @property
     def codes(self) -> torch.Tensor | None:
         """The codes of the visible keys: [B, Hkv, visible, d // 4] uint8 (None on a dense layer)."""
-        return None if self._codes is None else self._codes[:, :, : self.visible]
+        return None if self._codes is None else self._visible(self._codes, 2)
 
     @property
     def planes(self) -> torch.Tensor | None:
         """The bit-planes of the visible codes: [B, Hkv, P, visible] (None on a dense layer or off the CPU backend)."""
-        return None if self._planes is None else self._planes[..., : self.visible]
+        return None if self._planes is None else self._visible(self._planes, 3)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write K/V (and codes) of the new tokens at `positions`; return the visible K and V."""
@@ -98,7 +102,7 @@ class FixedLayer(CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         self.keys.index_copy_(2, self.positions, key_states)
         self.values.index_copy_(2, self.positions, value_states)
-        keys, values = self.keys[:, :, : self.visible], self.values[:, :, : self.visible]
+        keys, values = self._visible(self.keys, 2), self._visible(self.values, 2)
         if self.sparse and self.fitted:  # decoding; a prompt's codes come from encode_prompt
             new_codes, new_planes = encode_keys(self.config, key_states, self.thresholds)
             self._codes.index_copy_(2, self.positions, new_codes)
