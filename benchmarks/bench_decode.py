@@ -8,7 +8,9 @@ default model itself (SmolLM2-135M-Instruct, read offline by adamas.load_model):
 random prompt, then time each greedy decode step, for full attention and for Adamas at
 each budget, in two modes:
 - eager: model.generate()'s own path, the dynamic cache, every step driven from Python
-  (synchronized after each step; on a small model this measures launch overhead);
+  (synchronized after each step; on a small model this measures launch overhead); full
+  attention runs the "adamas" attention function under selector "full", whose one-token
+  steps read K and V once per GQA group, as the graph mode's full steps do;
 - graph: adamas.static.GraphDecoder, a fixed-capacity cache whose every step is masked by
   its written slots; on CUDA the step is replayed as one CUDA graph (CUDA events around each
   replay: what the GPU spends), on a CPU it runs eagerly (the app's decode path).
