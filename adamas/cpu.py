@@ -312,8 +312,8 @@ def sparse_attention(
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     k_sel, v_sel = (x.to(compute) for x in _gather((k, v), rows, group))  # [B, Hq, K, d]
     mask = None if empty is None else torch.from_numpy(~empty[:, :, None, :])  # [B, Hq, 1, K]
-    out = F.scaled_dot_product_attention(q[:, :, None].to(compute), k_sel, v_sel, attn_mask=mask, scale=scale)
-    return out[:, :, 0].to(q.dtype)
+    out = F.scaled_dot_product_attention(q.unsqueeze(2).to(compute), k_sel, v_sel, attn_mask=mask, scale=scale)
+    return out.select(2, 0).to(q.dtype)
 
 
 def dense_attention(

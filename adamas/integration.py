@@ -219,7 +219,7 @@ def adamas_attention(
     if layer is None or query.shape[2] != 1 or module.training or layer.config.selector == "full":
         return dense_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     valid = _valid_tokens(attention_mask, key.shape[2])
-    q, config, codes = query[:, :, 0], layer.config, layer.codes
+    q, config, codes = query.select(2, 0), layer.config, layer.codes
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
     step = functools.partial(  # the layer's tensors and thresholds were checked as it made them
