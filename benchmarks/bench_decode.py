@@ -38,60 +38,7 @@ from adamas.integration import CACHE_ARGUMENT, set_enabled
 from adamas.loading import execution_device
 from adamas.static import FULL, GraphDecoder
 from benchmarks.common import device_slug, print_table, write_results
-
-SHAPES = {  # LlamaConfig fields of real models
-    "smollm2": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        head_dim=64,
-        vocab_size=49152,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    ),
-    "llama-3.2-1b": dict(
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        vocab_size=128256,
-        max_position_embeddings=131072,
-        rope_theta=500000.0,
-        tie_word_embeddings=True,
-    ),
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=128256,
-        max_position_embeddings=131072,
-        rope_parameters=dict(
-            rope_type="llama3",
-            rope_theta=500000.0,
-            factor=8.0,
-            low_freq_factor=1.0,
-            high_freq_factor=4.0,
-            original_max_position_embeddings=8192,
-        ),
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-    ),
-}
-
-
-def random_model(shape: str, device: torch.device, dtype: torch.dtype) -> transformers.PreTrainedModel:
-    """A Llama-architecture model of `shape` with random weights."""
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(**SHAPES[shape])
-    with torch.device(device):  # initialize on the device: a 1B model's CPU init takes minutes
-        return transformers.LlamaForCausalLM(config).to(dtype).eval()
+from benchmarks.models import SHAPES, random_model
 
 
 @dataclass

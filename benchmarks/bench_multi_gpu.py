@@ -38,10 +38,11 @@ from accelerate.utils import compute_module_sizes, get_balanced_memory, set_modu
 import adamas
 from adamas.integration import CACHE_ARGUMENT, adamas_state
 from adamas.loading import execution_device
-from benchmarks.bench_decode import SHAPES, eager_latencies
+from benchmarks.bench_decode import latencies
 from benchmarks.common import device_slug, print_table, write_results
+from benchmarks.models import SHAPES, shape_config
 
-TINY_SHAPE = SHAPES["llama-3.1-8b"] | dict(
+TINY_OVERRIDES = dict(  # Llama-3.1-8B's other fields
     hidden_size=256,
     intermediate_size=512,
     num_hidden_layers=8,  # split in two, each half holds sparse layers: dense_layers are (0, 1)
@@ -50,7 +51,7 @@ TINY_SHAPE = SHAPES["llama-3.1-8b"] | dict(
     head_dim=32,
     vocab_size=1024,
 )
-ALL_SHAPES = SHAPES | {"tiny": TINY_SHAPE}
+LLAMA_SHAPES = [name for name, (family, _) in SHAPES.items() if family == "llama"]  # "tiny" here: TINY_OVERRIDES
 WEIGHT_STD = 0.02
 
 
@@ -74,7 +75,7 @@ def memory_key(device: str) -> int | str:
 
 def spread_model(shape: str, devices: list[str], dtype: torch.dtype) -> tuple[transformers.PreTrainedModel, dict]:
     """A random-weight Llama of `shape` placed over `devices` as device_map="auto" would; and the max_memory used."""
-    config = transformers.LlamaConfig(**ALL_SHAPES[shape])
+    config = shape_config("llama-3.1-8b", **TINY_OVERRIDES) if shape == "tiny" else shape_config(shape)
     with accelerate.init_empty_weights(include_buffers=False):  # the rotary inv_freq stays real and fp32
         model = transformers.LlamaForCausalLM(config)
     no_split = list(model._no_split_modules)
@@ -153,8 +154,8 @@ def latency_records(model, contexts: list[int], budgets: list[int], args: argpar
     records = []
     for context in contexts:
         for name, config in settings:
-            eager_latencies(model, config, context, args.warmup)  # compile kernels, warm the allocator
-            prefill, times = eager_latencies(model, config, context, args.steps)
+            [(prefill, times)] = latencies(model, [(name, config)], "eager", context, args.steps, args.warmup)
+            adamas.disable(model)
             records.append(
                 {
                     "kind": "latency",
@@ -175,7 +176,7 @@ def latency_records(model, contexts: list[int], budgets: list[int], args: argpar
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", default="llama-3.1-8b", choices=list(ALL_SHAPES))
+    parser.add_argument("--shape", default="llama-3.1-8b", choices=LLAMA_SHAPES)
     parser.add_argument("--devices", "--device", nargs="+", help="default: every GPU; cuda:0 cpu with one; else cpu")
     parser.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
     parser.add_argument("--budgets", type=int, nargs="+", default=[128])

@@ -53,6 +53,7 @@ SHAPES: dict[str, tuple[str, dict]] = {  # (model type, config fields) of real m
             vocab_size=128256,
             max_position_embeddings=131072,
             rope_parameters=LLAMA3_ROPE | {"factor": 32.0},
+            rms_norm_eps=1e-5,
             tie_word_embeddings=True,
         ),
     ),
@@ -68,6 +69,7 @@ SHAPES: dict[str, tuple[str, dict]] = {  # (model type, config fields) of real m
             vocab_size=128256,
             max_position_embeddings=131072,
             rope_parameters=LLAMA3_ROPE,
+            rms_norm_eps=1e-5,
         ),
     ),
     "qwen2.5-7b": (
