@@ -3,7 +3,7 @@
 import pytest
 import torch
 from helpers import DEVICE, assert_close, assert_planes_follow_codes
-from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
+from tiny_models import FAMILIES, TINY, CharTokenizer, prompt_batch, tiny_model
 
 import adamas
 from adamas import integration, ops, reference, static
@@ -261,18 +261,6 @@ def test_bad_use_is_named():
     if DEVICE != "cuda":
         with pytest.raises(ValueError, match="needs the model on a CUDA device"):
             GraphDecoder(model, None, CAPACITY, cuda_graph=True)
-
-
-class CharTokenizer:
-    """Just enough tokenizer for adamas.generate on a tiny model: one id per character."""
-
-    eos_token_id = None
-
-    def __call__(self, text: str, return_tensors: str = "pt") -> dict:
-        return {"input_ids": torch.tensor([[3 + ord(c) % (TINY["vocab_size"] - 3) for c in text]])}
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        return "".join(chr(97 + i % 26) for i in ids)
 
 
 @pytest.mark.parametrize(

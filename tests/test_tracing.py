@@ -5,7 +5,7 @@ import contextlib
 import pytest
 import torch
 from helpers import CUDA
-from tiny_models import TINY, prompt_batch, tiny_model
+from tiny_models import TINY, CharTokenizer, prompt_batch, tiny_model
 
 import adamas
 from adamas import tracing
@@ -15,6 +15,7 @@ from adamas.tracing import ACTIVE_TRACER, Tracer, TraceRecorder
 STEPS = 7
 PAIRS = ((2, 0), (3, 5))
 LAYERS, HEADS = TINY["num_hidden_layers"], TINY["num_attention_heads"]
+PROMPT = "abcdefghijklmnopqrstuvwxyz0123456789!"  # 37 characters, 37 tokens: as long as prompt_batch(length=37)
 CONFIGS = {
     "paper": adamas.AdamasConfig(budget=12, thresholds="paper", dense_layers=(0, 1)),
     "calibrated-sink-recent": adamas.AdamasConfig(
@@ -54,23 +55,13 @@ def dynamic_run(config, ids):
     tracer = Tracer(LAYERS, HEADS, ids.shape[1] + STEPS + 1, PAIRS)
     steps, records = [], []
     with tracing_with(tracer):
-        for record in adamas.generate(model, _Chars(), "x", config, STEPS + 1, True, PAIRS, fixed_cache=False):
+        for record in adamas.generate(
+            model, CharTokenizer(), PROMPT, config, STEPS + 1, True, PAIRS, fixed_cache=False
+        ):
             records.append(record)
             if record.step > 0:
                 steps.append(tracer.finish_step())
     return records[-1].recorder.finish(), steps, tracer.density
-
-
-class _Chars:
-    """A tokenizer for the tiny models: the prompt is fixed ids, decoded text is letters."""
-
-    eos_token_id = None
-
-    def __call__(self, text, return_tensors=None):
-        return {"input_ids": prompt_batch(batch=1, length=37)[0].cpu()}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(chr(97 + i % 26) for i in ids)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -120,7 +111,7 @@ def test_generate_with_trace_and_without_decode_the_same_tokens():
     config = CONFIGS["calibrated-sink-recent"]
 
     def tokens(trace: bool) -> list[int]:
-        return [r.token_id for r in adamas.generate(model, _Chars(), "x", config, 9, trace=trace)]
+        return [r.token_id for r in adamas.generate(model, CharTokenizer(), PROMPT, config, 9, trace=trace)]
 
     assert tokens(True) == tokens(False)
 

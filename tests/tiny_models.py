@@ -1,4 +1,4 @@
-"""Tiny random-weight models of each supported family, prompts for them."""
+"""Tiny random-weight models of each supported family, prompts for them, and a tokenizer of characters."""
 
 import torch
 import transformers
@@ -37,3 +37,15 @@ def prompt_batch(batch: int = 2, length: int = 40, pad: int = 12):
     if batch > 1:
         ids[1, :pad], mask[1, :pad] = 0, 0
     return ids.to(DEVICE), mask.to(DEVICE)
+
+
+class CharTokenizer:
+    """Just enough tokenizer for adamas.generate on a tiny model: one id per character."""
+
+    eos_token_id = None
+
+    def __call__(self, text: str, return_tensors: str = "pt") -> dict:
+        return {"input_ids": torch.tensor([[3 + ord(c) % (TINY["vocab_size"] - 3) for c in text]])}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(chr(97 + i % 26) for i in ids)
