@@ -348,6 +348,14 @@ class Comparison:
 
 def graph_obstacle(model: PreTrainedModel) -> str | None:
     """Why `model` decodes eagerly rather than as CUDA-graph replays, in words; None when it can be captured."""
+    obstacle = _fixed_cache_obstacle(model)
+    if obstacle is None and execution_device(model).type != "cuda":
+        return "the model is not on a CUDA device"
+    return obstacle
+
+
+def _fixed_cache_obstacle(model: PreTrainedModel) -> str | None:
+    """Why `model` cannot decode on a fixed-capacity cache (adamas.static), in words; None when it can."""
     if is_dispatched(model):
         return (
             "the model is placed by accelerate (device_map: spread over devices or offloaded); its hooks move "
@@ -355,8 +363,6 @@ def graph_obstacle(model: PreTrainedModel) -> str | None:
         )
     if uses_sliding_window(model.config):
         return f"{model.config.model_type} uses sliding-window attention, which the fixed-capacity cache does not hold"
-    if execution_device(model).type != "cuda":
-        return "the model is not on a CUDA device"
     return None
 
 
@@ -371,9 +377,10 @@ def _decode_path(
         raise ValueError("cuda_graph=True replays steps on the fixed-capacity cache: it needs fixed_cache True or None")
     if fixed_cache is False:
         return False, False
-    if is_dispatched(model) or uses_sliding_window(model.config):
+    obstacle = _fixed_cache_obstacle(model)
+    if obstacle is not None:
         if cuda_graph or fixed_cache:
-            raise ValueError(f"{graph_obstacle(model)}, so it cannot decode on a fixed-capacity cache or in a graph")
+            raise ValueError(f"{obstacle}, so it cannot decode on a fixed-capacity cache or in a graph")
         return False, False
     return True, device.type == "cuda" if cuda_graph is None else cuda_graph
 

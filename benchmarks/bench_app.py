@@ -15,7 +15,6 @@ CUDA events, median of the steps) and records both per mode: `app_ms_per_token`,
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import socket
 import time
@@ -25,7 +24,7 @@ import torch
 
 import adamas
 from adamas.loading import load_model
-from benchmarks.bench_e2e import measure
+from benchmarks.bench_e2e import free_memory, measure
 from benchmarks.common import device_slug, print_table, write_results
 
 logger = logging.getLogger("bench_app")
@@ -64,12 +63,6 @@ def ask(url: str, text: str, budget: int, new_tokens: int) -> dict:
     return result
 
 
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="a model directory (python -m benchmarks.models)")
@@ -94,10 +87,10 @@ def main() -> None:
         text = document(tokenizer, context - 200 - args.new_tokens)  # the chat template and question take the rest
         result = ask(url, text, args.budget, args.new_tokens)
         logger.info("context %d: app %s", context, {k: result[k] for k in ("adamas_ms_per_token", "full_ms_per_token")})
-        free_memory()
+        free_memory(model.device)
         tokens = result["context_tokens"] + args.new_tokens  # the app's decoders hold prompt + answer slots
         bench = measure(model, config, tokens, batch=1, steps=args.new_tokens, cuda_graph=torch.cuda.is_available())
-        free_memory()
+        free_memory(model.device)
         for mode in ("adamas", "full"):
             app_ms, bench_ms = result[f"{mode}_ms_per_token"], bench[f"{mode}_ms_median"]
             records.append(
