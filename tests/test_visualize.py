@@ -13,7 +13,6 @@ from visualize import (  # noqa: E402
     estimated_vs_true_scatter,
     latency_comparison,
     recall_by_layer,
-    recall_vs_budget,
     selected_token_heatmap,
     selection_density_map,
 )
@@ -96,35 +95,9 @@ def test_scatter_errors(estimated: list, true: list, selected: list, budget: int
         estimated_vs_true_scatter(estimated, true, selected, budget)
 
 
-def test_recall_curve_structure() -> None:
-    budgets, recalls = [16, 32, 64, 128], [0.5, 0.6, 0.8, 1.0]
-    fig = recall_vs_budget(budgets, recalls, current=64)
-    assert len(fig.data) == 1
-    assert fig.data[0].y.tolist() == recalls
-    assert fig.data[0].customdata.tolist() == budgets
-    assert list(fig.layout.xaxis.ticktext) == ["16", "32", "64", "128"]
-    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == pytest.approx(6.0)
-    assert len(recall_vs_budget(budgets, recalls).layout.shapes) == 0
-
-
-@pytest.mark.parametrize(
-    ("budgets", "recalls", "match"),
-    [
-        ([], [], "budgets"),
-        ([16, 32], [0.5], "equal lengths"),
-        ([0, 32], [0.5, 0.6], "positive"),
-        ([16, 32], [0.5, 1.5], r"\[0, 1\]"),
-    ],
-    ids=["empty", "lengths", "budget0", "recall>1"],
-)
-def test_recall_curve_errors(budgets: list, recalls: list, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        recall_vs_budget(budgets, recalls)
-
-
 def test_exports() -> None:
     figures = {"selected_token_heatmap", "densest_span", "selection_density_map", "latency_comparison"}
-    figures |= {"recall_by_layer", "estimated_vs_true_scatter", "recall_vs_budget"}
+    figures |= {"recall_by_layer", "estimated_vs_true_scatter"}
     figures |= {"accuracy_vs_budget", "metric_vs_budget", "perplexity_vs_budget"}
     figures |= {"selection_recall_vs_budget", "selector_recall_by_layer", "stage_breakdown"}
     assert set(visualize.__all__) == figures

@@ -11,7 +11,7 @@ from visualize.evaluation import (
 )
 from visualize.latency import latency_comparison, stage_breakdown
 from visualize.recall import recall_by_layer
-from visualize.scores import estimated_vs_true_scatter, recall_vs_budget
+from visualize.scores import estimated_vs_true_scatter
 
 __all__ = [
     "accuracy_vs_budget",
@@ -21,7 +21,6 @@ __all__ = [
     "metric_vs_budget",
     "perplexity_vs_budget",
     "recall_by_layer",
-    "recall_vs_budget",
     "selected_token_heatmap",
     "selection_density_map",
     "selection_recall_vs_budget",

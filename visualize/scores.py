@@ -12,7 +12,6 @@ from visualize.style import ADAMAS_COLOR
 
 SELECTED_COLOR = ADAMAS_COLOR
 OTHER_COLOR = "#b0b0b0"
-LINE_COLOR = "#1f77b4"
 
 
 def top_recall(true: np.ndarray, selected: np.ndarray, budget: int) -> float:
@@ -70,41 +69,6 @@ def estimated_vs_true_scatter(
         xaxis_title="estimated score (−Manhattan distance of codes)",
         yaxis_title="true score (q·k / √d)",
         legend={"orientation": "h", "y": -0.2},
-        template="plotly_white",
-    )
-    return fig
-
-
-def recall_vs_budget(
-    budgets: Sequence[int] | np.ndarray, recalls: Sequence[float] | np.ndarray, current: int | None = None
-) -> go.Figure:
-    """Line chart of recall@budget against budget (log2 axis); `current` draws a marker line."""
-    b = as_vector("budgets", budgets)
-    r = as_vector("recalls", recalls)
-    if b.size != r.size:
-        raise ValueError(f"budgets and recalls must have equal lengths, got {b.size} and {r.size}")
-    if (b <= 0).any():
-        raise ValueError(f"budgets must be positive, got {b.tolist()}")
-    if ((r < 0) | (r > 1)).any():
-        raise ValueError(f"recalls must lie in [0, 1], got {r.tolist()}")
-    fig = go.Figure(
-        go.Scatter(
-            x=np.log2(b),
-            y=r,
-            customdata=b,
-            mode="lines+markers",
-            name="recall",
-            line={"color": LINE_COLOR},
-            hovertemplate="budget %{customdata:.0f}<br>recall %{y:.3f}<extra></extra>",
-        )
-    )
-    if current is not None:
-        fig.add_vline(x=float(np.log2(check_int("current", current, 1))), line_dash="dash", line_color=SELECTED_COLOR)
-    ticks = {"tickvals": np.log2(b).tolist(), "ticktext": [f"{v:.0f}" for v in b]}
-    fig.update_layout(
-        title="Recall of the true top-budget tokens vs budget",
-        xaxis={"title": "budget (tokens, log scale)", **ticks},
-        yaxis={"title": "recall@budget", "range": [0, 1.05]},
         template="plotly_white",
     )
     return fig
