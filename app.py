@@ -28,15 +28,17 @@ import plotly.graph_objects as go
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from adamas.comparison import Comparison
 from adamas.config import PAPER_THRESHOLDS, WINDOW_BUDGET, AdamasConfig
-from adamas.documents import MAX_DOCUMENT_BYTES, clean_text, read_document
-from adamas.eval.report import latest_results, load_results
-from adamas.generation import Comparison, DocumentPrompt, document_prompt, generate_side_by_side, graph_obstacle
+from adamas.documents import MAX_DOCUMENT_BYTES, DocumentPrompt, clean_text, document_prompt, read_document
+from adamas.eval.report import CLAIM_BUDGET, latest_results, load_report
+from adamas.generation import generate_side_by_side, graph_obstacle
 from adamas.loading import DEFAULT_MODEL_NAME, load_model, max_context
 from adamas.tracing import default_pairs
 from visualize import (
     densest_span,
     estimated_vs_true_scatter,
+    evaluation_figures,
     latency_comparison,
     recall_by_layer,
     selected_token_heatmap,
@@ -543,9 +545,10 @@ class Studio:
             note = f"No evaluation results under `{self.eval_dir}` yet: run `python -m adamas.eval --out DIR` there."
             return note, gr.Dropdown(choices=[], value=None), None, {}
         try:
-            report, built = load_results(path)
+            report, records = load_report(path)
         except ValueError as err:
             return f"**Could not read the results:** {err}", gr.Dropdown(choices=[], value=None), None, {}
+        built = evaluation_figures(records, CLAIM_BUDGET)
         first = next(iter(built), None)
         shown = f"the newest full run under `{self.eval_dir.name}/`, else the newest --quick one"
         heading = f"Results from `{path.parent.name}/{path.name}` ({shown})\n\n"

@@ -6,58 +6,40 @@ the query's code is compared with all key codes by Manhattan distance and only t
 specification; `adamas.kernels` holds the Triton kernels of the GPU path.
 """
 
-from adamas.config import PAPER_THRESHOLDS, AdamasConfig
-from adamas.ops import (
-    calibrate,
-    decode_attention,
-    dense_attention,
-    encode,
-    hadamard,
-    manhattan,
-    select,
-    sparse_attention,
-    unpack,
-)
+import importlib
 
-_INTEGRATION = {"enable", "disable", "AdamasCache"}
-_LOADING = {"load_model"}
-_GENERATION = {"generate"}
+from adamas.config import PAPER_THRESHOLDS, AdamasConfig
+
+_PUBLIC = {
+    **dict.fromkeys(
+        ("calibrate", "decode_attention", "dense_attention", "encode", "hadamard", "manhattan", "select"),
+        "adamas.ops",
+    ),
+    **dict.fromkeys(("sparse_attention", "unpack"), "adamas.ops"),
+    **dict.fromkeys(("enable", "disable", "AdamasCache"), "adamas.integration"),
+    "load_model": "adamas.loading",
+    "generate": "adamas.generation",
+    "generate_side_by_side": "adamas.generation",
+    **dict.fromkeys(("DocumentPrompt", "document_messages", "document_prompt", "read_document"), "adamas.documents"),
+    "Comparison": "adamas.comparison",
+}
+"""Public names and the module each comes from."""
 
 
 def __getattr__(name: str):
-    """The transformers-facing names load on first use, so the core needs no transformers."""
-    if name in _INTEGRATION:
-        from adamas import integration
+    """Each public name imports its module on first use: the config alone needs neither torch nor transformers."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adamas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(integration, name)
-    if name in _LOADING:
-        from adamas import loading
 
-        return getattr(loading, name)
-    if name in _GENERATION:
-        from adamas import generation
-
-        return getattr(generation, name)
-    raise AttributeError(f"module 'adamas' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
 
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PAPER_THRESHOLDS",
-    "AdamasCache",
-    "AdamasConfig",
-    "calibrate",
-    "decode_attention",
-    "dense_attention",
-    "disable",
-    "enable",
-    "encode",
-    "generate",
-    "hadamard",
-    "load_model",
-    "manhattan",
-    "select",
-    "sparse_attention",
-    "unpack",
-]
+__all__ = ["PAPER_THRESHOLDS", "AdamasConfig", *sorted(_PUBLIC)]

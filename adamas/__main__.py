@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from adamas.config import AdamasConfig
-from adamas.documents import read_document
+from adamas.documents import document_messages, read_document
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as err:  # DocumentError is a ValueError
         print(f"adamas: {err}", file=sys.stderr)
         return 2
-    from adamas.generation import document_messages, generate
+    from adamas.generation import generate
     from adamas.loading import load_model
 
     model, tokenizer = load_model(args.model)

@@ -1,19 +1,29 @@
-"""Documents for the prompt: an uploaded file or pasted text turned into plain text, or a DocumentError.
+"""Documents for the prompt: an uploaded file or pasted text turned into plain text, and the chat that asks about it.
 
 Plain text, Markdown and reStructuredText, source code and other text formats are read as
 they are; HTML is reduced to its readable text; PDF goes through pypdf (imported on first
 use). Every error message names the file and says what to do, as the app shows it verbatim.
+`document_prompt` renders a question about a document through a tokenizer's chat template and
+finds where the document's tokens sit in it (the app shades them by how often Adamas chose them).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import io
 import logging
 import os
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adamas.config import check_int
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # The longest context the app offers is 128K tokens, about 0.5 MB of English text; a PDF
 # carrying that much text with fonts and figures runs to a few MB. 20 MB leaves room for
@@ -106,6 +116,89 @@ def html_to_text(html: str) -> str:
     parser.feed(html)
     parser.close()
     return "".join(parser.parts)
+
+
+def document_messages(document: str, question: str) -> list[dict[str, str]]:
+    """A chat asking `question` about `document`."""
+    return [{"role": "user", "content": f"{document.strip()}\n\nAnswer using the text above.\nQuestion: {question}"}]
+
+
+@dataclass
+class DocumentPrompt:
+    """A chat asking a question about a document, and where the document's tokens sit in its prompt."""
+
+    messages: list[dict[str, str]]
+    document: str  # the document as the prompt holds it: stripped, and cut short if it did not fit
+    length: int  # tokens in the whole prompt
+    start: int  # prompt position of the document's first token
+    tokens: list[str]  # the text of each document token, in order
+    offsets: list[tuple[int, int]]  # each document token's character span [start, end) in `document`
+    dropped: int = 0  # document tokens cut off so that the prompt fits
+
+    @property
+    def end(self) -> int:
+        """Prompt position one past the document's last token."""
+        return self.start + len(self.tokens)
+
+    def token_span(self, char_start: int, char_end: int) -> tuple[int, int]:
+        """Document tokens [i, j) that cover the characters [char_start, char_end) of `document`."""
+        if not 0 <= char_start < char_end:
+            raise ValueError(f"need 0 <= char_start < char_end, got {char_start}, {char_end}")
+        i = bisect.bisect_right([end for _, end in self.offsets], char_start)
+        j = bisect.bisect_left([start for start, _ in self.offsets], char_end)
+        return i, max(i, j)
+
+
+def document_prompt(
+    tokenizer: PreTrainedTokenizerBase, document: str, question: str, max_tokens: int | None = None
+) -> DocumentPrompt:
+    """The chat of document_messages(), tokenized as generation.prompt_ids() does, with the document's token span.
+
+    With `max_tokens`, the document's end is cut (at a token boundary) until the whole prompt
+    fits; `dropped` counts the document tokens lost. Needs a tokenizer with offset mapping (a
+    fast tokenizer). ValueError for an empty document or question, or one that cannot fit.
+    """
+    for name, text in (("document", document), ("question", question)):
+        if not isinstance(text, str):
+            raise TypeError(f"the {name} must be text, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"the {name} is empty")
+    if max_tokens is not None:
+        check_int("max_tokens", max_tokens, 1)
+    prompt = _locate_document(tokenizer, document.strip(), question)
+    total = len(prompt.tokens)
+    while max_tokens is not None and prompt.length > max_tokens:
+        keep = len(prompt.tokens) - (prompt.length - max_tokens)
+        if keep < 1:
+            overhead = prompt.length - len(prompt.tokens)
+            raise ValueError(
+                f"the question and the chat template alone take {overhead} tokens; "
+                f"only {max_tokens} fit, so no room is left for the document"
+            )
+        prompt = _locate_document(tokenizer, prompt.document[: prompt.offsets[keep - 1][1]].rstrip(), question)
+    prompt.dropped = total - len(prompt.tokens)
+    return prompt
+
+
+def _locate_document(tokenizer: PreTrainedTokenizerBase, document: str, question: str) -> DocumentPrompt:
+    """Render the chat, tokenize it with offsets and find the tokens that hold `document`."""
+    messages = document_messages(document, question)
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    at = rendered.find(messages[0]["content"])  # the message opens with the document
+    if at < 0:
+        raise ValueError("the chat template altered the document's text, so its tokens cannot be placed")
+    encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [(s, e) for s, e in encoded["offset_mapping"]]
+    inside = [i for i, (s, e) in enumerate(spans) if s < at + len(document) and e > at]
+    start, end = inside[0], inside[-1] + 1
+    return DocumentPrompt(
+        messages=messages,
+        document=document,
+        length=len(encoded["input_ids"]),
+        start=start,
+        tokens=[rendered[s:e] for s, e in spans[start:end]],
+        offsets=[(max(s - at, 0), min(e - at, len(document))) for s, e in spans[start:end]],
+    )
 
 
 def _read_bytes(path: Path, label: str) -> bytes:

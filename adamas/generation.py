@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import bisect
 import contextvars
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -39,89 +37,6 @@ class StepRecord:
     graph: bool = False  # whether the step ran as a CUDA-graph replay (else eagerly, from Python)
     recorder: TraceRecorder | None = None  # with trace=True, on an Adamas run: finish() it after the last step
     stages: dict[str, float] | None = None  # with profile=True, on step 0 of a GPU run: µs per stage of one step
-
-
-def document_messages(document: str, question: str) -> list[dict[str, str]]:
-    """A chat asking `question` about `document`."""
-    return [{"role": "user", "content": f"{document.strip()}\n\nAnswer using the text above.\nQuestion: {question}"}]
-
-
-@dataclass
-class DocumentPrompt:
-    """A chat asking a question about a document, and where the document's tokens sit in its prompt."""
-
-    messages: list[dict[str, str]]
-    document: str  # the document as the prompt holds it: stripped, and cut short if it did not fit
-    length: int  # tokens in the whole prompt
-    start: int  # prompt position of the document's first token
-    tokens: list[str]  # the text of each document token, in order
-    offsets: list[tuple[int, int]]  # each document token's character span [start, end) in `document`
-    dropped: int = 0  # document tokens cut off so that the prompt fits
-
-    @property
-    def end(self) -> int:
-        """Prompt position one past the document's last token."""
-        return self.start + len(self.tokens)
-
-    def token_span(self, char_start: int, char_end: int) -> tuple[int, int]:
-        """Document tokens [i, j) that cover the characters [char_start, char_end) of `document`."""
-        if not 0 <= char_start < char_end:
-            raise ValueError(f"need 0 <= char_start < char_end, got {char_start}, {char_end}")
-        i = bisect.bisect_right([end for _, end in self.offsets], char_start)
-        j = bisect.bisect_left([start for start, _ in self.offsets], char_end)
-        return i, max(i, j)
-
-
-def document_prompt(
-    tokenizer: PreTrainedTokenizerBase, document: str, question: str, max_tokens: int | None = None
-) -> DocumentPrompt:
-    """The chat of document_messages(), tokenized as prompt_ids() does, with the document's token span.
-
-    With `max_tokens`, the document's end is cut (at a token boundary) until the whole prompt
-    fits; `dropped` counts the document tokens lost. Needs a tokenizer with offset mapping (a
-    fast tokenizer). ValueError for an empty document or question, or one that cannot fit.
-    """
-    for name, text in (("document", document), ("question", question)):
-        if not isinstance(text, str):
-            raise TypeError(f"the {name} must be text, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"the {name} is empty")
-    if max_tokens is not None:
-        check_int("max_tokens", max_tokens, 1)
-    prompt = _locate_document(tokenizer, document.strip(), question)
-    total = len(prompt.tokens)
-    while max_tokens is not None and prompt.length > max_tokens:
-        keep = len(prompt.tokens) - (prompt.length - max_tokens)
-        if keep < 1:
-            overhead = prompt.length - len(prompt.tokens)
-            raise ValueError(
-                f"the question and the chat template alone take {overhead} tokens; "
-                f"only {max_tokens} fit, so no room is left for the document"
-            )
-        prompt = _locate_document(tokenizer, prompt.document[: prompt.offsets[keep - 1][1]].rstrip(), question)
-    prompt.dropped = total - len(prompt.tokens)
-    return prompt
-
-
-def _locate_document(tokenizer: PreTrainedTokenizerBase, document: str, question: str) -> DocumentPrompt:
-    """Render the chat, tokenize it with offsets and find the tokens that hold `document`."""
-    messages = document_messages(document, question)
-    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    at = rendered.find(messages[0]["content"])  # the message opens with the document
-    if at < 0:
-        raise ValueError("the chat template altered the document's text, so its tokens cannot be placed")
-    encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
-    spans = [(s, e) for s, e in encoded["offset_mapping"]]
-    inside = [i for i, (s, e) in enumerate(spans) if s < at + len(document) and e > at]
-    start, end = inside[0], inside[-1] + 1
-    return DocumentPrompt(
-        messages=messages,
-        document=document,
-        length=len(encoded["input_ids"]),
-        start=start,
-        tokens=[rendered[s:e] for s, e in spans[start:end]],
-        offsets=[(max(s - at, 0), min(e - at, len(document))) for s, e in spans[start:end]],
-    )
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages_or_prompt: str | list[dict[str, str]]) -> torch.Tensor:
@@ -250,100 +165,6 @@ def generate_side_by_side(
         for mode, run in runs.items():
             contexts[mode].run(run.close)
         set_enabled(model, original)
-
-
-@dataclass
-class Comparison:
-    """What generate_side_by_side produced, kept as text and numpy arrays: answers, latencies, Adamas's traces."""
-
-    answers: dict[str, str] = field(default_factory=lambda: {"adamas": "", "full": ""})
-    prefill_ms: dict[str, float] = field(default_factory=dict)
-    step_ms: dict[str, list[float]] = field(default_factory=lambda: {"adamas": [], "full": []})
-    graph: dict[str, bool] = field(default_factory=dict)  # per mode: whether its decode steps were graph replays
-    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode: device µs per stage of one step
-    recall: list[np.ndarray] = field(default_factory=list)  # per decode step: [layers, Hq] fp32, NaN on dense layers
-    heads: list[dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
-    """Per decode step, per traced (layer, head): selected [K] int64 (-1: empty), estimated [L] int16, true [L] fp16."""
-    density: np.ndarray | None = None  # [layers, Hq, L] int32 selections summed over steps, set by finish()
-    _recorder: TraceRecorder | None = field(default=None, repr=False)
-
-    def add(self, mode: str, record: StepRecord) -> None:
-        """Append one step of the "adamas" or the "full" run."""
-        self.answers[mode] += record.text
-        if record.step == 0:
-            self.prefill_ms[mode] = record.latency_s * 1e3
-            if record.stages is not None:
-                self.stages[mode] = record.stages
-        else:
-            self.step_ms[mode].append(record.latency_s * 1e3)
-            self.graph[mode] = record.graph
-        if record.recorder is not None:
-            self._recorder = record.recorder
-
-    def finish(self) -> Comparison:
-        """After the last step: compute the Adamas run's traces from its recorder, then let the recorder go."""
-        if self._recorder is not None:
-            run = self._recorder.finish()
-            self.recall = [step.recall.numpy() for step in run.steps]
-            self.heads = [
-                {key: (h.selected.numpy(), h.estimated.numpy(), h.true.numpy()) for key, h in step.heads.items()}
-                for step in run.steps
-            ]
-            self.density = run.density.numpy()
-            self._recorder = None
-        return self
-
-    def to_dict(self, density_bins: int = 256) -> dict[str, object]:
-        """The run as plain JSON values: per-step latencies, recall, every traced head's selections, the scores
-        of the last step, and the density summed into at most `density_bins` near-equal position bins.
-
-        NaN (recall on dense layers) becomes None. Scores are kept for the last step only: all of them
-        would take pairs x steps x context numbers.
-        """
-        check_int("density_bins", density_bins, 1)
-        run: dict[str, object] = {
-            "answers": dict(self.answers),
-            "prefill_ms": dict(self.prefill_ms),
-            "step_ms": {mode: list(ms) for mode, ms in self.step_ms.items()},
-            "decode": {mode: "cuda graph" if graph else "eager" for mode, graph in self.graph.items()},
-            "stages_us": dict(self.stages),
-            "recall": [np.where(np.isnan(r), None, r).tolist() for r in self.recall],  # [steps][layers][Hq]
-        }
-        pairs = sorted(self.heads[0]) if self.heads else []
-        run["heads"] = [
-            {
-                "layer": layer,
-                "head": head,
-                "selected": [step[(layer, head)][0].tolist() for step in self.heads],  # per step, -1: empty
-                "last_step_estimated": self.heads[-1][(layer, head)][1].tolist(),
-                "last_step_true": self.heads[-1][(layer, head)][2].astype(float).tolist(),
-            }
-            for layer, head in pairs
-        ]
-        if self.density is not None:
-            length = self.density.shape[-1]
-            starts = (np.arange(min(density_bins, length)) * length) // min(density_bins, length)
-            binned = np.add.reduceat(self.density, starts, axis=-1)  # [layers, Hq, bins]
-            run["density"] = {"length": length, "bin_starts": starts.tolist(), "counts": binned.tolist()}
-        return run
-
-    def summary(self) -> dict[str, object]:
-        """The answers and the headline numbers: mean decode ms per token, speedup (full / Adamas), mean recall."""
-        ms = {mode: float(np.mean(steps)) if steps else None for mode, steps in self.step_ms.items()}
-        recall = np.stack(self.recall) if self.recall else np.full(1, np.nan)
-        return {
-            "adamas_answer": self.answers["adamas"].strip(),
-            "full_answer": self.answers["full"].strip(),
-            "same_answer": self.answers["adamas"] == self.answers["full"],
-            "new_tokens": {mode: len(steps) + 1 for mode, steps in self.step_ms.items() if mode in self.prefill_ms},
-            "prefill_ms": dict(self.prefill_ms),
-            "adamas_ms_per_token": ms["adamas"],
-            "full_ms_per_token": ms["full"],
-            "speedup": ms["full"] / ms["adamas"] if ms["adamas"] and ms["full"] else None,
-            "decode": "cuda graph" if self.graph and all(self.graph.values()) else "eager",
-            "stages_us": dict(self.stages),
-            "mean_recall": None if np.isnan(recall).all() else float(np.nanmean(recall)),
-        }
 
 
 def graph_obstacle(model: PreTrainedModel) -> str | None:

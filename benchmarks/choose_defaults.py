@@ -6,7 +6,7 @@ Every prompt is prefilled once (dense, adamas.eval.decoding) and each setting de
 a replay of that prefill, so the grid costs decode steps only. Tasks: passkey retrieval
 (adamas.eval.tasks.passkey) at each length and depth; the app's needle question (a one-line
 fact about a named pet or a person's code word in repeated filler, asked for in one word,
-rendered through adamas.generation.document_messages, no answer prefix); and perplexity of
+rendered through adamas.documents.document_messages, no answer prefix); and perplexity of
 the reference text's tokens after a dense prefix. Settings, in two stages:
 1. thresholds {paper, calibrated} x (sink, recent) in SINK_RECENT, dense layers (0, 1);
 2. the `--refine` best of stage 1 again with each of DENSE_ALTERNATIVES.
@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 import adamas
+from adamas.documents import document_messages
 from adamas.eval import tasks
 from adamas.eval.decoding import Prefill, greedy_answer, prefill
 from adamas.eval.perplexity import continuation_nll
-from adamas.generation import document_messages, prompt_ids, stop_ids
+from adamas.generation import prompt_ids, stop_ids
 from benchmarks.common import device_slug, print_table, write_results
 
 THRESHOLDS = ("paper", "calibrated")

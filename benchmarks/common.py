@@ -1,10 +1,8 @@
-"""What every benchmark shares: the run's environment, GPU timing, and the table + JSON output."""
+"""What every benchmark shares: GPU timing, and the table + JSON output (with adamas.environment's record)."""
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,28 +10,7 @@ import torch
 import triton
 import triton.testing
 
-
-def environment() -> dict:
-    """Device, versions and date of this run, stored with every result file."""
-    cuda = torch.cuda.is_available()
-    props = torch.cuda.get_device_properties(0) if cuda else None
-    return {
-        "device": props.name if cuda else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "multiprocessors": props.multi_processor_count if cuda else None,
-        "cuda": torch.version.cuda,
-        "transformers": _version("transformers"),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return __import__(package).__version__
-    except ImportError:
-        return None
+from adamas.environment import environment
 
 
 def device_slug() -> str:

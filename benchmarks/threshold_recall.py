@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import adamas
+from adamas.documents import document_messages
 from adamas.eval.tasks import reference_text
-from adamas.generation import document_messages
 from benchmarks.common import device_slug, write_results
 
 QUANTILES = [(0.1, 0.5, 0.9), (0.2, 0.5, 0.8), (0.25, 0.5, 0.75), (0.3, 0.5, 0.7), (0.35, 0.5, 0.65), (0.4, 0.5, 0.6)]

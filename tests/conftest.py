@@ -1,9 +1,7 @@
 """Test set-up: Triton's interpreter on CPU-only machines, NaN-filled empties, the GPU report."""
 
-import datetime
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -110,16 +108,10 @@ class RunReport:
                 self.failures.append(report.nodeid)
 
     def pytest_sessionfinish(self, session, exitstatus):
-        import triton
+        from adamas.environment import environment  # late: TRITON_INTERPRET is set above before adamas is imported
 
-        cuda = torch.cuda.is_available()
         report = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-            "cuda": torch.version.cuda if cuda else None,
-            "torch": torch.__version__,
-            "triton": triton.__version__,
-            "python": platform.python_version(),
+            **environment(),
             "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
             "exit_status": int(exitstatus),
             "seconds": round(time.time() - self.start, 1),

@@ -10,8 +10,10 @@ pytest.importorskip("pypdf", reason="the app's packages are not installed (e.g. 
 
 from adamas import documents
 from adamas.documents import DocumentError, clean_text, html_to_text, read_document
+from adamas.generation import prompt_ids
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+QUESTION = "What colour is the sky on a clear day?"
 
 
 def _pdf(*page_texts: str) -> bytes:
@@ -215,10 +217,49 @@ def test_example_reads_and_holds_its_answer_verbatim(example):
 
 @pytest.mark.parametrize("example", _examples(), ids=lambda example: example["file"])
 def test_example_fits_the_models_context_with_room_for_the_answer(default_model, example):
-    from adamas.generation import document_messages, prompt_ids
     from adamas.loading import max_context
 
     model, tokenizer = default_model
     text = read_document(EXAMPLES / example["file"])
-    n_prompt = prompt_ids(tokenizer, document_messages(text, example["question"])).shape[-1]
+    n_prompt = prompt_ids(tokenizer, documents.document_messages(text, example["question"])).shape[-1]
     assert 2000 <= n_prompt <= max_context(model) - 256, n_prompt
+
+
+def test_document_prompt_places_the_documents_tokens(default_model):
+    _, tokenizer = default_model
+    document = "  Alpha beta gamma. The launch code is 4417.\nDelta epsilon zeta.  "
+    prompt = documents.document_prompt(tokenizer, document, QUESTION)
+    assert prompt.document == document.strip() and prompt.dropped == 0
+    ids = prompt_ids(tokenizer, prompt.messages)[0].tolist()
+    assert prompt.length == len(ids)
+    assert "".join(prompt.tokens) == prompt.document
+    assert tokenizer.decode(ids[prompt.start : prompt.end]) == prompt.document
+    assert [prompt.document[s:e] for s, e in prompt.offsets] == prompt.tokens
+    at = prompt.document.index("The launch code")
+    i, j = prompt.token_span(at, at + len("The launch code is 4417."))
+    assert "".join(prompt.tokens[i:j]).strip() == "The launch code is 4417."
+
+
+def test_document_prompt_cuts_a_document_that_does_not_fit(default_model):
+    _, tokenizer = default_model
+    document = " ".join(f"word{i}" for i in range(400))
+    whole = documents.document_prompt(tokenizer, document, QUESTION)
+    cut = documents.document_prompt(tokenizer, document, QUESTION, max_tokens=whole.length - 100)
+    assert whole.length - 100 - 3 <= cut.length <= whole.length - 100
+    assert cut.dropped == len(whole.tokens) - len(cut.tokens) >= 100
+    assert document.startswith(cut.document) and "".join(cut.tokens) == cut.document
+    assert cut.length == prompt_ids(tokenizer, cut.messages).shape[-1]
+
+
+@pytest.mark.parametrize(
+    ("document", "question", "max_tokens", "match"),
+    [
+        (" \n\t", QUESTION, None, "document is empty"),
+        ("Text.", "  ", None, "question is empty"),
+        ("Text.", QUESTION, 20, "no room is left for the document"),
+    ],
+    ids=["blank-document", "blank-question", "no-room"],
+)
+def test_document_prompt_refuses_what_cannot_be_asked(default_model, document, question, max_tokens, match):
+    with pytest.raises(ValueError, match=match):
+        documents.document_prompt(default_model[1], document, question, max_tokens)

@@ -1,5 +1,6 @@
 """The evaluation: task generators and scoring, decode-mode perplexity, recall, the shared prefill, runner, CLI."""
 
+import importlib.util
 import json
 import math
 import re
@@ -12,6 +13,7 @@ from tiny_models import TINY, tiny_model
 import adamas
 from adamas import generation
 from adamas.config import SELECTORS
+from adamas.environment import environment
 from adamas.eval import __main__ as cli
 from adamas.eval import decoding, perplexity, recall, report, runner, tasks
 from adamas.integration import CACHE_ARGUMENT, AdamasCache, adamas_state
@@ -178,7 +180,7 @@ def test_runner_writes_one_record_per_cell(word_model, tokenizer, tmp_path):
         assert math.isfinite(r["value"]) and r["seconds"] >= 0
         if r["metric"] == "accuracy":
             assert r["n"] == len(r["samples"]) == 1 and 0 <= r["value"] <= 1
-    paths = report.write_report(tmp_path, report.environment("cpu"), {"model": "tiny"}, 1.0, records)
+    paths = report.write_report(tmp_path, environment("cpu"), {"model": "tiny"}, 1.0, records)
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["records"] == json.loads(json.dumps(records))
     assert {"device", "torch", "transformers", "date"} <= set(written["environment"])
@@ -277,6 +279,8 @@ def test_cli_merges_shards_and_refuses_a_mismatch(word_model, tokenizer, monkeyp
     assert re.search(
         r"min of process time \(2 shards; the longest took \d+\.\d min\)", (tmp_path / "all" / "results.md").read_text()
     )
+    drawn = importlib.util.find_spec("plotly") is not None  # the command draws the figures where plotly is installed
+    assert (tmp_path / "all" / "accuracy_passkey.html").exists() == drawn
     capsys.readouterr()
     assert cli.main(["--merge", str(tmp_path / "1"), "--out", str(tmp_path / "x")]) == 2
     assert "need the shards 1/1" in capsys.readouterr().err

@@ -7,13 +7,14 @@ import pytest
 from helpers import DEVICE
 
 import adamas
-from adamas import generation, integration
+from adamas import documents, generation, integration
+from adamas.comparison import Comparison
 
 QUESTION = "What colour is the sky on a clear day?"
 
 
 def run(model, tokenizer, config, **kwargs):
-    messages = generation.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
+    messages = documents.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
     return list(adamas.generate(model, tokenizer, messages, config=config, **kwargs))
 
 
@@ -98,49 +99,9 @@ def test_cli_prints_both_answers(tmp_path, capsys, default_model, monkeypatch):
     assert "budget must be >= 1" in capsys.readouterr().err
 
 
-def test_document_prompt_places_the_documents_tokens(default_model):
-    _, tokenizer = default_model
-    document = "  Alpha beta gamma. The launch code is 4417.\nDelta epsilon zeta.  "
-    prompt = generation.document_prompt(tokenizer, document, QUESTION)
-    assert prompt.document == document.strip() and prompt.dropped == 0
-    ids = generation.prompt_ids(tokenizer, prompt.messages)[0].tolist()
-    assert prompt.length == len(ids)
-    assert "".join(prompt.tokens) == prompt.document
-    assert tokenizer.decode(ids[prompt.start : prompt.end]) == prompt.document
-    assert [prompt.document[s:e] for s, e in prompt.offsets] == prompt.tokens
-    at = prompt.document.index("The launch code")
-    i, j = prompt.token_span(at, at + len("The launch code is 4417."))
-    assert "".join(prompt.tokens[i:j]).strip() == "The launch code is 4417."
-
-
-def test_document_prompt_cuts_a_document_that_does_not_fit(default_model):
-    _, tokenizer = default_model
-    document = " ".join(f"word{i}" for i in range(400))
-    whole = generation.document_prompt(tokenizer, document, QUESTION)
-    cut = generation.document_prompt(tokenizer, document, QUESTION, max_tokens=whole.length - 100)
-    assert whole.length - 100 - 3 <= cut.length <= whole.length - 100
-    assert cut.dropped == len(whole.tokens) - len(cut.tokens) >= 100
-    assert document.startswith(cut.document) and "".join(cut.tokens) == cut.document
-    assert cut.length == generation.prompt_ids(tokenizer, cut.messages).shape[-1]
-
-
-@pytest.mark.parametrize(
-    ("document", "question", "max_tokens", "match"),
-    [
-        (" \n\t", QUESTION, None, "document is empty"),
-        ("Text.", "  ", None, "question is empty"),
-        ("Text.", QUESTION, 20, "no room is left for the document"),
-    ],
-    ids=["blank-document", "blank-question", "no-room"],
-)
-def test_document_prompt_refuses_what_cannot_be_asked(default_model, document, question, max_tokens, match):
-    with pytest.raises(ValueError, match=match):
-        generation.document_prompt(default_model[1], document, question, max_tokens)
-
-
 def test_side_by_side_matches_two_separate_runs(default_model):
     model, tokenizer = default_model
-    messages = generation.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
+    messages = documents.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)
     config = adamas.AdamasConfig(budget=16)
     alone = {
         "adamas": [r.token_id for r in adamas.generate(model, tokenizer, messages, config, max_new_tokens=6)],
@@ -160,7 +121,7 @@ def test_side_by_side_matches_two_separate_runs(default_model):
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
     assert integration.enabled_config(model) is None
 
-    result = generation.Comparison()
+    result = Comparison()
     for mode, record in pairs:
         result.add(mode, record)
     summary = result.finish().summary()

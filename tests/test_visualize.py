@@ -97,7 +97,7 @@ def test_scatter_errors(estimated: list, true: list, selected: list, budget: int
 
 def test_exports() -> None:
     figures = {"selected_token_heatmap", "densest_span", "selection_density_map", "latency_comparison"}
-    figures |= {"recall_by_layer", "estimated_vs_true_scatter"}
+    figures |= {"recall_by_layer", "estimated_vs_true_scatter", "evaluation_figures"}
     figures |= {"accuracy_vs_budget", "metric_vs_budget", "perplexity_vs_budget"}
     figures |= {"selection_recall_vs_budget", "selector_recall_by_layer", "stage_breakdown"}
     assert set(visualize.__all__) == figures

@@ -70,3 +70,20 @@ def test_recall_by_layer_leaves_gaps_at_dense_layers():
         evaluation.selector_recall_by_layer({"adamas": [0.5], "quest": [0.5, 0.6]})
     with pytest.raises(ValueError, match="map each selector"):
         evaluation.selector_recall_by_layer({})
+
+
+def test_evaluation_figures_one_per_task_and_metric_recall_per_layer_near_the_budget_asked():
+    records = [p | {"task": task, "metric": "accuracy"} for task in ("passkey", "multi_key") for p in points()]
+    records += [p | {"task": "perplexity", "metric": "perplexity"} for p in points()]
+    records += [
+        p | {"task": "recall", "metric": "recall", "per_layer": [None, 0.5, 0.7]}
+        for p in points()
+        if p["budget"] is not None
+    ]
+    built = evaluation.evaluation_figures(records, layer_budget=50)
+    assert list(built) == ["accuracy_passkey", "accuracy_multi_key", "perplexity", "recall", "recall_by_layer"]
+    assert all(isinstance(fig, go.Figure) for fig in built.values())
+    assert built["recall_by_layer"].layout.title.text.startswith("Recall per layer at budget 64, 4096 tokens")
+    assert [t.name for t in built["recall_by_layer"].data] == ["adamas", "quest"]
+    assert evaluation.evaluation_figures(records[:1], layer_budget=64).keys() == {"accuracy_passkey"}
+

@@ -4,6 +4,7 @@ from visualize.density import selection_density_map
 from visualize.document import densest_span, selected_token_heatmap
 from visualize.evaluation import (
     accuracy_vs_budget,
+    evaluation_figures,
     metric_vs_budget,
     perplexity_vs_budget,
     selection_recall_vs_budget,
@@ -17,6 +18,7 @@ __all__ = [
     "accuracy_vs_budget",
     "densest_span",
     "estimated_vs_true_scatter",
+    "evaluation_figures",
     "latency_comparison",
     "metric_vs_budget",
     "perplexity_vs_budget",

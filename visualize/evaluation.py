@@ -147,3 +147,28 @@ def selector_recall_by_layer(per_layer: Mapping[str, Sequence[float | None]], ti
         template="plotly_white",
     )
     return fig
+
+
+def evaluation_figures(records: Sequence[Mapping], layer_budget: int) -> dict[str, go.Figure]:
+    """An evaluation's figures by name: accuracy per task, perplexity and recall against budget, and recall per layer.
+
+    `records` are results.json's (task, metric, selector, budget, length, value; recall records also
+    per_layer). Recall per layer is drawn at the longest length and the budget nearest `layer_budget`
+    on a log scale.
+    """
+    built = {}
+    tasks = dict.fromkeys(r["task"] for r in records if r["metric"] == "accuracy")
+    for task in tasks:
+        built[f"accuracy_{task}"] = accuracy_vs_budget([r for r in records if r["task"] == task], task)
+    perplexity = [r for r in records if r["task"] == "perplexity"]
+    if perplexity:
+        built["perplexity"] = perplexity_vs_budget(perplexity)
+    recall = [r for r in records if r["task"] == "recall"]
+    if recall:
+        built["recall"] = selection_recall_vs_budget(recall)
+        length = max(r["length"] for r in recall)
+        budget = min((r["budget"] for r in recall), key=lambda b: abs(np.log2(b / layer_budget)))
+        per_layer = {r["selector"]: r["per_layer"] for r in recall if r["length"] == length and r["budget"] == budget}
+        title = f"Recall per layer at budget {budget}, {length} tokens (gaps: dense layers)"
+        built["recall_by_layer"] = selector_recall_by_layer(per_layer, title)
+    return built

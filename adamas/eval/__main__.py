@@ -1,5 +1,7 @@
 """Command line: `python -m adamas.eval [--quick] [--model ID] [--selectors ...] [--budgets ...] --out DIR`.
 
+Writes results.json and results.md (`report`) and, where plotly is installed, the figures as HTML.
+
 A grid can also run in n parts side by side (processes on one GPU, or machines):
 `--shard k/n --out DIR/k` for k = 1..n, then `--merge DIR/1 ... DIR/n --out DIR` joins them.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from adamas.config import SELECTORS, check_int
+from adamas.environment import environment
 from adamas.eval import report, runner
 from adamas.eval.runner import ALL_TASKS, QUICK, Grid
 from adamas.loading import DEFAULT_MODEL_NAME, execution_device, load_model
@@ -40,6 +43,7 @@ def shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -118,10 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         "shard": "/".join(map(str, args.shard)) if args.shard else None,
         "decoding": "greedy; dense prefill shared by all selectors; answers stop at EOS or once every answer is found",
     }
-    paths = report.write_report(args.out, report.environment(device), parameters, seconds, records)
+    paths = report.write_report(args.out, environment(device), parameters, seconds, records)
+    paths += write_figures(args.out, records)
     print((args.out / "results.md").read_text())
     print(f"wrote {', '.join(p.name for p in paths)} to {args.out} in {seconds / 60:.1f} min")
     return 0
+
+
+def write_figures(out: Path, records: list[dict]) -> list[Path]:
+    """The records' figures as HTML files beside one plotly.min.js, viewable offline; none without plotly."""
+    try:
+        from visualize import evaluation_figures  # only this command draws: no library module imports visualize
+    except ImportError as err:
+        logger.info("figures skipped: %s (install plotly to draw them)", err)
+        return []
+    paths = []
+    for name, fig in evaluation_figures(records, report.CLAIM_BUDGET).items():
+        paths.append(out / f"{name}.html")
+        fig.write_html(paths[-1], include_plotlyjs="directory")
+    return paths
 
 
 def _merge(dirs: list[Path], out: Path) -> int:
@@ -144,7 +163,7 @@ def _merge(dirs: list[Path], out: Path) -> int:
     env = max((p["environment"] for p in payloads), key=lambda e: e["date"])
     seconds = sum(p["seconds"] for p in payloads)  # process time: how the shards were scheduled is not known here
     merged = parameters[0] | {"shards": n, "longest_shard_seconds": max(p["seconds"] for p in payloads)}
-    paths = report.write_report(out, env, merged, seconds, records)
+    paths = report.write_report(out, env, merged, seconds, records) + write_figures(out, records)
     print((out / "results.md").read_text())
     print(f"merged {n} shards: wrote {', '.join(p.name for p in paths)} to {out}")
     return 0

@@ -1,21 +1,17 @@
-"""The evaluation's outputs: results.json, a markdown report and Plotly figures (HTML).
+"""The evaluation's outputs: results.json and a markdown report.
 
 results.json holds {environment, parameters, seconds, records}; results.md a summary, the
 two claims of the paper as tables, and one table per task (rows: length and selector,
-columns: budget). Figures need plotly; without it they are skipped with a logged note.
+columns: budget). The figures are drawn from the records by `visualize.evaluation_figures`
+(the command line writes them beside these files; the app shows them).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import logging
-import math
-import platform
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
 
 from adamas.config import SELECTORS
 from adamas.eval.tasks import TASKS
@@ -25,39 +21,17 @@ CLAIM_BUDGET = 64
 QUEST_RATIO = 8
 """The paper: Adamas reaches Quest's accuracy at up to 8x less budget."""
 METRICS = {"accuracy": "share of expected answers found", "perplexity": "lower is better", "recall": "of 1"}
-logger = logging.getLogger(__name__)
-
-
-def environment(device: torch.device | str) -> dict:
-    """Device, versions and date of this run."""
-    import transformers
-
-    import adamas
-
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    return {
-        "device": torch.cuda.get_device_name(device)
-        if cuda
-        else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "cuda": torch.version.cuda if cuda else None,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "adamas": adamas.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def write_report(out: Path, env: dict, parameters: dict, seconds: float, records: list[dict]) -> list[Path]:
-    """Write results.json, results.md and the figures into `out`; return the paths written."""
+    """Write results.json and results.md into `out`; return the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.json"
     payload = {"environment": env, "parameters": parameters, "seconds": round(seconds, 1), "records": records}
     results.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
     table = out / "results.md"
     table.write_text(markdown(records, env, parameters, seconds))
-    return [results, table, *write_figures(out, records)]
+    return [results, table]
 
 
 def markdown(records: list[dict], env: dict, parameters: dict, seconds: float) -> str:
@@ -141,43 +115,6 @@ def _claims(records: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_figures(out: Path, records: list[dict]) -> list[Path]:
-    """Each of figures() as an HTML file beside one plotly.min.js (viewable offline); none without plotly."""
-    try:
-        built = figures(records)
-    except ImportError as err:
-        logger.info("figures skipped: %s (install plotly to draw them)", err)
-        return []
-    paths = []
-    for name, fig in built.items():
-        fig.write_html(out / f"{name}.html", include_plotlyjs="directory")
-        paths.append(out / f"{name}.html")
-    return paths
-
-
-def figures(records: list[dict]) -> dict:
-    """Plotly figures by name: accuracy per task, perplexity, recall, and recall per layer (needs plotly)."""
-    from visualize import evaluation
-
-    built = {}
-    for task in TASKS:
-        points = [r for r in records if r["task"] == task]
-        if points:
-            built[f"accuracy_{task}"] = evaluation.accuracy_vs_budget(points, task)
-    perplexity = [r for r in records if r["task"] == "perplexity"]
-    if perplexity:
-        built["perplexity"] = evaluation.perplexity_vs_budget(perplexity)
-    recall = [r for r in records if r["task"] == "recall"]
-    if recall:
-        built["recall"] = evaluation.selection_recall_vs_budget(recall)
-        length = max(r["length"] for r in recall)
-        budget = min((r["budget"] for r in recall), key=lambda b: abs(math.log2(b / CLAIM_BUDGET)))
-        per_layer = {r["selector"]: r["per_layer"] for r in recall if r["length"] == length and r["budget"] == budget}
-        title = f"Recall per layer at budget {budget}, {length} tokens (gaps: dense layers)"
-        built["recall_by_layer"] = evaluation.selector_recall_by_layer(per_layer, title)
-    return built
-
-
 def latest_results(root: Path) -> Path | None:
     """The results.json in `root` or its subdirectories to show first, or None.
 
@@ -211,14 +148,14 @@ def read_payload(path: Path) -> dict:
 _PAYLOAD = {"environment": dict, "parameters": dict, "seconds": (int, float), "records": list}
 
 
-def load_results(path: Path) -> tuple[str, dict]:
-    """A results.json read back: its markdown report and its figures (figures need plotly)."""
+def load_report(path: Path) -> tuple[str, list[dict]]:
+    """A results.json read back as its markdown report and its records (for the figures); ValueError if unreadable."""
     payload = read_payload(path)
     try:
         text = markdown(payload["records"], payload["environment"], payload["parameters"], payload["seconds"])
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path} is not an evaluation's results.json: {err}") from None
-    return text, figures(payload["records"])
+    return text, payload["records"]
 
 
 def _mean_by(records: list[dict], keys: Sequence[str]) -> dict[tuple, float]:
