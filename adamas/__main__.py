@@ -11,15 +11,25 @@ from adamas.config import AdamasConfig
 from adamas.documents import document_messages, read_document
 
 
+def thresholds_arg(text: str) -> str | list[str]:
+    """--thresholds: "paper", "calibrated" or three comma-separated numbers (AdamasConfig checks them)."""
+    return text if text in ("paper", "calibrated") else text.split(",")
+
+
 def _parser() -> argparse.ArgumentParser:
+    defaults = AdamasConfig()
     parser = argparse.ArgumentParser(prog="adamas", description="Adamas sparse-attention decoding")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="answer a question about a document, streaming the answer")
     gen.add_argument("--doc", type=Path, required=True, help="the document: text, Markdown, HTML, PDF or a source file")
     gen.add_argument("--question", required=True)
-    gen.add_argument("--budget", type=int, default=128, help="tokens attended per query head (default 128)")
+    budget_help = f"tokens attended per query head (default {defaults.budget})"
+    gen.add_argument("--budget", type=int, default=defaults.budget, help=budget_help)
     gen.add_argument(
-        "--thresholds", default="calibrated", help="calibrated (default), paper, or three numbers: -10,0,10"
+        "--thresholds",
+        type=thresholds_arg,
+        default=defaults.thresholds,
+        help=f"calibrated, paper, or three numbers such as -10,0,10 (default {defaults.thresholds})",
     )
     gen.add_argument("--model", default=None, help="HF model id or directory (default: offline SmolLM2-135M)")
     gen.add_argument("--max-new-tokens", type=int, default=128)
@@ -47,9 +57,8 @@ def _answer(label: str, stream) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen command; return the exit status."""
     args = _parser().parse_args(argv)
-    thresholds = args.thresholds if args.thresholds in ("paper", "calibrated") else args.thresholds.split(",")
     try:
-        config = AdamasConfig(budget=args.budget, thresholds=thresholds)
+        config = AdamasConfig(budget=args.budget, thresholds=args.thresholds)
         document = read_document(args.doc)
     except (TypeError, ValueError) as err:  # DocumentError is a ValueError
         print(f"adamas: {err}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 PAPER_THRESHOLDS: tuple[float, float, float] = (-10.0, 0.0, 10.0)
@@ -31,15 +32,31 @@ QUEST_PAGE = 16
 """Tokens per page of the Quest selector, as in the Quest paper."""
 STREAMING_SINK = 4
 """Sink tokens of the StreamingLLM selector when the config sets no `sink`, as in the StreamingLLM paper."""
+CODE_LEVELS = 4
+"""Levels of a 2-bit code: the buckets 0..3 that three thresholds cut a transformed value into."""
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return `value` if it is an int >= `minimum`, else raise naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def max_code_distance(head_dim: int) -> int:
+    """The largest Manhattan distance between two codes of `head_dim` dims: every dim at opposite levels (0 and 3).
+
+    Distances run over 0..max_code_distance(d), so a histogram of that many + 1 bins ranks them exactly.
+    """
+    return (CODE_LEVELS - 1) * head_dim
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """`value` as an int in [minimum, maximum] (no maximum if None), else raise naming it.
+
+    TypeError when it is not an int (a bool is not; a numpy integer is), ValueError when it is out of range.
+    The one integer check of the library, the figures and the app.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return int(value)
 
 
 def check_thresholds(thresholds: object, allow_calibrated: bool = False) -> tuple[float, float, float] | str:
@@ -112,7 +129,7 @@ class AdamasConfig:
     selector: str = "adamas"
 
     def __post_init__(self) -> None:
-        check_int("budget", self.budget, 1)
+        object.__setattr__(self, "budget", check_int("budget", self.budget, 1))
         if self.selector not in SELECTORS:
             raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
         thresholds = check_thresholds(self.thresholds, allow_calibrated=True)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adamas.reference import hadamard, hadamard_matrix
+from adamas.config import max_code_distance
+from adamas.reference import CODES_PER_BYTE, forced_mask, hadamard, hadamard_matrix
 
 __all__ = [
     "bit_planes",
@@ -163,8 +164,9 @@ def _distances(
     queries = _planes(q_codes.numpy()[:, :, None]) if q_planes is None else q_planes.numpy().view(word)
     queries = queries.reshape(b, hkv, hq // hkv, -1, 1)  # [B, Hkv, G, P, 1]
     shape = (b, hkv, hq // hkv, length)
-    # counts add up in the narrowest type that holds 3d: no pass over the distances only to widen them
-    dist = np.empty(shape, dtype=np.uint8 if 3 * 4 * bytes_per_code <= 255 else np.uint16)
+    # counts add up in the narrowest type that holds every distance: no pass over the distances only to widen them
+    narrow = max_code_distance(CODES_PER_BYTE * bytes_per_code) <= np.iinfo(np.uint8).max
+    dist = np.empty(shape, dtype=np.uint8 if narrow else np.uint16)
     flips, counts = np.empty(shape, dtype=keys.dtype), np.empty(shape, dtype=np.uint8)
     for p in range(keys.shape[2]):  # one plane at a time: every pass reads contiguous memory
         np.bitwise_xor(keys[:, :, None, p], queries[:, :, :, p], out=flips)
@@ -190,19 +192,16 @@ _FORCED, _EXCLUDED = -(1 << 16), 1 << 16
 def _ranked(dist: np.ndarray, sink: int, recent: int, valid: np.ndarray | None) -> np.ndarray:
     """int32 keys [B, Hkv, G, L] that order the tokens as reference.mark_forced's distances do, in one pass.
 
-    The first `sink` and last `recent` (valid) tokens rank before all others, invalid ones
-    after all others (at _EXCLUDED or more); the rest keep their distance.
+    The forced tokens (reference.forced_mask) rank before all others, invalid ones after all
+    others (at _EXCLUDED or more); the rest keep their distance.
     """
+    length = dist.shape[-1]
     if valid is None:
         dist = dist.astype(np.int32)
-        dist[..., :sink] = -1
-        dist[..., max(dist.shape[-1] - recent, 0) :] = -1
+        dist[..., forced_mask(length, sink, recent).numpy()] = -1
         return dist
     shift = np.where(valid, np.int32(0), np.int32(_EXCLUDED))  # [B, L]
-    for row, kept in zip(shift, valid, strict=True):  # a row's sink and recent tokens among its valid ones
-        positions = np.flatnonzero(kept)
-        row[positions[:sink]] = _FORCED
-        row[positions[max(len(positions) - recent, 0) :]] = _FORCED
+    shift[forced_mask(length, sink, recent, torch.from_numpy(valid)).numpy()] = _FORCED
     return np.add(dist, shift[:, None, None], dtype=np.int32)
 
 

@@ -108,20 +108,31 @@ EXCLUDED = torch.iinfo(torch.int32).max
 """The distance given to tokens that must never be attended (padding)."""
 
 
-def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Distance -1 for the first `sink` and last `recent` tokens, so that selection keeps them.
+def forced_mask(
+    length: int, sink: int, recent: int, valid: torch.Tensor | None = None, device: torch.device | None = None
+) -> torch.Tensor:
+    """The tokens every selection keeps: the first `sink` and the last `recent`, bool [L] (on `device`).
 
-    With `valid` ([B, L] bool, False for padding or for a static cache's empty slots), sink
-    and recent count valid tokens only and the invalid ones get the distance EXCLUDED.
+    With `valid` ([B, L] bool, False for padding or for a static cache's empty slots) sink and
+    recent count valid tokens only, invalid ones are never forced, and the mask is [B, L].
+    """
+    if valid is None:
+        pos = torch.arange(length, device=device)
+        return (pos < sink) | (pos >= length - recent)
+    from_end = valid.flip(-1).cumsum(-1).flip(-1)  # [B, L]: valid tokens at or after each position
+    return valid & ((valid.cumsum(-1) <= sink) | (from_end <= recent))
+
+
+def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance -1 for the forced tokens (see forced_mask), so that selection keeps them; dist [B, Hq, L].
+
+    With `valid` ([B, L] bool), the invalid tokens get the distance EXCLUDED.
     """
     if sink == 0 and recent == 0 and valid is None:
         return dist
-    length = dist.shape[-1]
-    pos = torch.arange(length, device=dist.device)
+    forced = forced_mask(dist.shape[-1], sink, recent, valid, dist.device)  # [L], or [B, L] with valid
     if valid is None:
-        return dist.masked_fill((pos < sink) | (pos >= length - recent), -1)
-    from_end = valid.flip(-1).cumsum(-1).flip(-1)  # [B, L]: valid tokens at or after each position
-    forced = valid & ((valid.cumsum(-1) <= sink) | (from_end <= recent))  # [B, L]
+        return dist.masked_fill(forced, -1)
     return dist.masked_fill(forced[:, None, :], -1).masked_fill(~valid[:, None, :], EXCLUDED)
 
 

@@ -26,8 +26,11 @@ def oracle_select(
     """The true top-`budget` tokens by q·k (plus the forced sink and recent ones): [B, Hq, min(budget, L)]."""
     b, hq, _ = q.shape
     scores = torch.einsum("bhgd,bhld->bhgl", _grouped(q, k).float(), k.float()).reshape(b, hq, -1)  # [B, Hq, L]
-    forced = reference.mark_forced(torch.zeros_like(scores, dtype=torch.int32), sink, recent, valid)
-    scores = scores.masked_fill(forced == -1, float("inf")).masked_fill(forced == reference.EXCLUDED, float("-inf"))
+    forced = reference.forced_mask(scores.shape[-1], sink, recent, valid, scores.device)  # [L], or [B, L] with valid
+    if valid is None:
+        scores = scores.masked_fill(forced, float("inf"))
+    else:
+        scores = scores.masked_fill(forced[:, None, :], float("inf")).masked_fill(~valid[:, None, :], float("-inf"))
     top = scores.topk(min(budget, scores.shape[-1]), dim=-1)
     return top.indices.masked_fill(top.values == float("-inf"), -1)
 

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a model directory (python -m benchmarks.models)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[32768, 131072])
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--budget", type=int, default=128)
+    parser.add_argument("--budget", type=int, default=adamas.AdamasConfig().budget)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -30,29 +30,18 @@ import statistics
 import sys
 from pathlib import Path
 
-import accelerate
 import torch
 import transformers
-from accelerate.utils import compute_module_sizes, get_balanced_memory, set_module_tensor_to_device
 
 import adamas
 from adamas.integration import CACHE_ARGUMENT, adamas_state
 from adamas.loading import execution_device
 from benchmarks.bench_decode import latencies
 from benchmarks.common import device_slug, print_table, write_results
-from benchmarks.models import SHAPES, shape_config
+from benchmarks.models import SHAPES, spread_model
 
-TINY_OVERRIDES = dict(  # Llama-3.1-8B's other fields
-    hidden_size=256,
-    intermediate_size=512,
-    num_hidden_layers=8,  # split in two, each half holds sparse layers: dense_layers are (0, 1)
-    num_attention_heads=8,
-    num_key_value_heads=2,
-    head_dim=32,
-    vocab_size=1024,
-)
-LLAMA_SHAPES = [name for name, (family, _) in SHAPES.items() if family == "llama"]  # "tiny" here: TINY_OVERRIDES
-WEIGHT_STD = 0.02
+LLAMA_SHAPES = [name for name, (family, _) in SHAPES.items() if family == "llama"]
+DEFAULTS = adamas.AdamasConfig()
 
 
 def default_devices() -> list[str]:
@@ -61,49 +50,6 @@ def default_devices() -> list[str]:
     if count >= 2:
         return [f"cuda:{i}" for i in range(count)]
     return ["cuda:0", "cpu"] if count == 1 else ["cpu"]
-
-
-def memory_key(device: str) -> int | str:
-    """accelerate's name of a device in max_memory and device maps: a GPU's index, or "cpu"."""
-    parsed = torch.device(device)
-    if parsed.type == "cpu":
-        return "cpu"
-    if parsed.type != "cuda":
-        raise ValueError(f"devices must be cuda:<i> or cpu, got {device!r}")
-    return parsed.index or 0
-
-
-def spread_model(shape: str, devices: list[str], dtype: torch.dtype) -> tuple[transformers.PreTrainedModel, dict]:
-    """A random-weight Llama of `shape` placed over `devices` as device_map="auto" would; and the max_memory used."""
-    config = shape_config("llama-3.1-8b", **TINY_OVERRIDES) if shape == "tiny" else shape_config(shape)
-    with accelerate.init_empty_weights(include_buffers=False):  # the rotary inv_freq stays real and fp32
-        model = transformers.LlamaForCausalLM(config)
-    no_split = list(model._no_split_modules)
-    sizes = compute_module_sizes(model, dtype=dtype)
-    largest = max(sizes[f"model.layers.{i}"] for i in range(config.num_hidden_layers))
-    share = sizes[""] // len(devices) + largest  # the first device keeps one layer's room free, as accelerate does
-    max_memory = {memory_key(d): share for d in devices}
-    max_memory[memory_key(devices[-1])] = sizes[""] + largest  # the last takes whatever is left
-    balanced = get_balanced_memory(model, max_memory=dict(max_memory), no_split_module_classes=no_split, dtype=dtype)
-    device_map = accelerate.infer_auto_device_map(
-        model, max_memory=balanced, no_split_module_classes=no_split, dtype=dtype
-    )
-    torch.manual_seed(0)
-    for name, param in list(model.named_parameters()):
-        where = next(place for prefix, place in device_map.items() if name.startswith(f"{prefix}.") or not prefix)
-        where = torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
-        value = torch.empty(param.shape, dtype=dtype, device=where)
-        if name.endswith("norm.weight"):
-            value.fill_(1.0)
-        else:
-            value.normal_(0.0, WEIGHT_STD)
-        set_module_tensor_to_device(model, name, where, value=value, dtype=dtype)
-    # main_device="cpu": the CPU's layers run there (by default accelerate would offload them to a GPU)
-    main = "cpu" if "cpu" in device_map.values() else None
-    skip = list(model._skip_keys_device_placement or ())
-    accelerate.dispatch_model(model, device_map, main_device=main, skip_keys=skip)
-    model.generation_config.eos_token_id = None  # decode every requested step
-    return model.eval(), {str(k): v for k, v in max_memory.items()}
 
 
 def placement(model: transformers.PreTrainedModel) -> dict[str, dict]:
@@ -179,8 +125,8 @@ def main() -> int:
     parser.add_argument("--shape", default="llama-3.1-8b", choices=LLAMA_SHAPES)
     parser.add_argument("--devices", "--device", nargs="+", help="default: every GPU; cuda:0 cpu with one; else cpu")
     parser.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[128])
-    parser.add_argument("--thresholds", default="calibrated")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[DEFAULTS.budget])
+    parser.add_argument("--thresholds", default=DEFAULTS.thresholds)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--check-context", type=int, default=1024)

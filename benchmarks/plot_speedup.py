@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from adamas.config import AdamasConfig
 from benchmarks.svg_chart import line_chart
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="attention_<device>.json from bench_attention")
     parser.add_argument("out", type=Path, help="the SVG to write")
-    parser.add_argument("--budget", type=int, default=128)
+    parser.add_argument("--budget", type=int, default=AdamasConfig().budget, help="the budget whose records to draw")
     args = parser.parse_args(argv)
     payload = json.loads(args.results.read_text())
     lines = series(payload["records"], args.budget)

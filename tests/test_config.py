@@ -1,11 +1,21 @@
-"""AdamasConfig: defaults, normalisation and every rejected value."""
+"""AdamasConfig: defaults, normalisation and every rejected value; the integer check and the code distance bound."""
 
 import dataclasses
 
+import numpy as np
 import pytest
+import torch
 
 from adamas import PAPER_THRESHOLDS, AdamasConfig
-from adamas.config import DEFAULT_DENSE_LAYERS, DEFAULT_RECENT, DEFAULT_SINK, DEFAULT_THRESHOLDS, WINDOW_BUDGET
+from adamas.config import (
+    DEFAULT_DENSE_LAYERS,
+    DEFAULT_RECENT,
+    DEFAULT_SINK,
+    DEFAULT_THRESHOLDS,
+    WINDOW_BUDGET,
+    check_int,
+    max_code_distance,
+)
 
 
 def test_defaults_are_the_measured_choice_and_the_paper_is_one_call_away():
@@ -80,3 +90,27 @@ def test_values_are_normalised_and_frozen():
 def test_bad_values_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         AdamasConfig(**kwargs)
+
+
+def test_max_code_distance_is_every_dim_at_opposite_levels():
+    from adamas.reference import manhattan, pack
+
+    for d in (16, 64, 128):
+        low, high = pack(torch.zeros(1, 1, d)), pack(torch.full((1, 1, 1, d), 3))
+        assert int(manhattan(low, high)) == max_code_distance(d) == 3 * d
+
+
+@pytest.mark.parametrize(
+    ("value", "maximum", "error", "match"),
+    [
+        (True, None, TypeError, "n must be an int, got bool True"),
+        (2.0, None, TypeError, "n must be an int, got float"),
+        (0, None, ValueError, "n must be >= 1, got 0"),
+        (9, 8, ValueError, "n must be <= 8, got 9"),
+    ],
+    ids=["bool", "float", "below", "above"],
+)
+def test_check_int_names_the_value_and_what_is_allowed(value, maximum, error, match):
+    with pytest.raises(error, match=match):
+        check_int("n", value, 1, maximum)
+    assert check_int("n", np.int64(8), 1, 8) == 8 and type(check_int("n", np.int64(8), 1)) is int

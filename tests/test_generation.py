@@ -99,6 +99,16 @@ def test_cli_prints_both_answers(tmp_path, capsys, default_model, monkeypatch):
     assert "budget must be >= 1" in capsys.readouterr().err
 
 
+def test_cli_defaults_are_the_configs():
+    from adamas import __main__ as cli
+
+    args = cli._parser().parse_args(["generate", "--doc", "d.txt", "--question", "q"])
+    defaults = adamas.AdamasConfig()
+    assert (args.budget, args.thresholds) == (defaults.budget, defaults.thresholds)
+    given = cli._parser().parse_args(["generate", "--doc", "d", "--question", "q", "--thresholds=-1,0,1"])
+    assert adamas.AdamasConfig(thresholds=given.thresholds).thresholds == (-1.0, 0.0, 1.0)
+
+
 def test_side_by_side_matches_two_separate_runs(default_model):
     model, tokenizer = default_model
     messages = documents.document_messages("The sky is blue. Grass is green. " * 20, QUESTION)

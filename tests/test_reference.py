@@ -169,6 +169,22 @@ def test_mark_forced_counts_recent_over_valid_tokens_when_the_cache_has_empty_sl
     assert marked[0, 0].tolist() == [-1, 5, 5, -1, -1, x, x, x]
 
 
+@pytest.mark.parametrize(
+    ("length", "sink", "recent", "valid", "forced"),
+    [
+        (5, 0, 0, None, [0, 0, 0, 0, 0]),
+        (5, 1, 2, None, [1, 0, 0, 1, 1]),
+        (3, 4, 4, None, [1, 1, 1]),
+        (6, 1, 1, [[0, 1, 1, 1, 1, 0]], [[0, 1, 0, 0, 1, 0]]),
+        (4, 2, 2, [[0, 0, 0, 0]], [[0, 0, 0, 0]]),
+    ],
+    ids=["none", "sink-and-recent", "overlapping", "padded-and-unwritten", "nothing-valid"],
+)
+def test_forced_mask_counts_over_the_valid_tokens(length, sink, recent, valid, forced):
+    valid = None if valid is None else torch.tensor(valid, dtype=torch.bool)
+    assert reference.forced_mask(length, sink, recent, valid).int().tolist() == forced
+
+
 def test_per_head_thresholds_bucket_each_head_by_its_own_edges():
     y = torch.tensor([[[0.5, 1.5, 2.5, 3.5]], [[0.5, 1.5, 2.5, 3.5]]]).transpose(0, 1)  # [1, H=2, 4]
     edges = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.1, 0.2]])

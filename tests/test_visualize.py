@@ -213,12 +213,12 @@ def test_token_heatmap_errors(tokens: list, counts: list, kwargs: dict, match: s
 
 
 @pytest.mark.parametrize(
-    ("counts", "width", "match"),
-    [([], 2, "counts"), ([1, 2], 0, "width"), ([1, 2], 1.5, "width")],
+    ("counts", "width", "error", "match"),
+    [([], 2, ValueError, "counts"), ([1, 2], 0, ValueError, "width"), ([1, 2], 1.5, TypeError, "width must be an int")],
     ids=["empty", "width0", "width-float"],
 )
-def test_densest_span_errors(counts: list, width: object, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_densest_span_errors(counts: list, width: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
         densest_span(counts, width)
 
 
@@ -256,20 +256,20 @@ def test_density_map_marks_dense_layers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("density", "kwargs", "match"),
+    ("density", "kwargs", "error", "match"),
     [
-        (np.ones((2, 3)), {}, "3 dims"),
-        (np.ones((2, 3, 0)), {}, "non-empty"),
-        (-np.ones((2, 3, 4)), {}, "≥ 0"),
-        (np.full((2, 3, 4), np.nan), {}, "finite"),
-        (np.ones((2, 3, 4)), {"dense_layers": [2]}, "dense_layers"),
-        (np.ones((2, 3, 4)), {"dense_layers": 0}, "dense_layers"),
-        (np.ones((2, 3, 4)), {"bins": 0}, "bins"),
+        (np.ones((2, 3)), {}, ValueError, "3 dims"),
+        (np.ones((2, 3, 0)), {}, ValueError, "non-empty"),
+        (-np.ones((2, 3, 4)), {}, ValueError, "≥ 0"),
+        (np.full((2, 3, 4), np.nan), {}, ValueError, "finite"),
+        (np.ones((2, 3, 4)), {"dense_layers": [2]}, ValueError, "dense_layers item must be <= 1, got 2"),
+        (np.ones((2, 3, 4)), {"dense_layers": 0}, TypeError, "dense_layers must be a sequence"),
+        (np.ones((2, 3, 4)), {"bins": 0}, ValueError, "bins must be >= 1"),
     ],
     ids=["2d", "empty", "negative", "nan", "dense-out-of-range", "dense-int", "bins0"],
 )
-def test_density_map_errors(density: np.ndarray, kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_density_map_errors(density: np.ndarray, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
         selection_density_map(density, **kwargs)
 
 

@@ -52,7 +52,7 @@ def test_unknown_selectors_get_spare_colours():
     [
         ([], "non-empty sequence"),
         ([{"selector": "a", "budget": 16, "value": 1.0}], r"missing \['length'\]"),
-        ([{"selector": "a", "budget": 0, "length": 8, "value": 1.0}], "budget must be an int ≥ 1"),
+        ([{"selector": "a", "budget": 0, "length": 8, "value": 1.0}], "budget must be >= 1, got 0"),
         ([{"selector": "a", "budget": 16, "length": 8, "value": float("nan")}], "finite"),
     ],
     ids=["empty", "missing-key", "budget-0", "nan"],
@@ -86,4 +86,3 @@ def test_evaluation_figures_one_per_task_and_metric_recall_per_layer_near_the_bu
     assert built["recall_by_layer"].layout.title.text.startswith("Recall per layer at budget 64, 4096 tokens")
     assert [t.name for t in built["recall_by_layer"].data] == ["adamas", "quest"]
     assert evaluation.evaluation_figures(records[:1], layer_budget=64).keys() == {"accuracy_passkey"}
-

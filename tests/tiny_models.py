@@ -1,8 +1,9 @@
 """Tiny random-weight models of each supported family, prompts for them, and a tokenizer of characters."""
 
 import torch
-import transformers
 from helpers import DEVICE
+
+from benchmarks.models import FAMILIES
 
 TINY = dict(
     vocab_size=96,
@@ -14,12 +15,6 @@ TINY = dict(
     head_dim=16,
     max_position_embeddings=512,
 )
-FAMILIES = {
-    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
-    "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
-}
 
 
 def tiny_model(family: str, dtype=torch.float32, **overrides) -> torch.nn.Module:

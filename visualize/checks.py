@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adamas.config import check_int
+
 
 def _as_float(name: str, values: object) -> np.ndarray:
     """`values` as a float array, else ValueError naming it."""
@@ -36,18 +38,8 @@ def as_array(name: str, values: Sequence | np.ndarray, ndim: int, allow_nan: boo
     return array
 
 
-def check_int(name: str, value: object, low: int) -> int:
-    """`value` as an int ≥ `low`, else ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int ≥ {low}, got {value!r}")
-    return int(value)
-
-
 def check_layers(dense_layers: Sequence[int], layers: int) -> tuple[int, ...]:
-    """`dense_layers` as sorted distinct layer indices in [0, layers), else ValueError."""
+    """`dense_layers` as sorted distinct layer indices in [0, layers), else TypeError or ValueError naming them."""
     if isinstance(dense_layers, (str, bytes)) or not hasattr(dense_layers, "__iter__"):
-        raise ValueError(f"dense_layers must be a sequence of ints, got {dense_layers!r}")
-    picked = tuple(dense_layers)
-    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < layers for i in picked):
-        raise ValueError(f"dense_layers must hold layer indices in [0, {layers}), got {list(picked)}")
-    return tuple(sorted({int(i) for i in picked}))
+        raise TypeError(f"dense_layers must be a sequence of ints, got {dense_layers!r}")
+    return tuple(sorted({check_int("dense_layers item", i, 0, layers - 1) for i in dense_layers}))

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from visualize.checks import as_vector, check_int
+from adamas.config import check_int
+from visualize.checks import as_vector
 from visualize.style import color_cap
 
 COLORSCALE = [[0.0, "#ffffff"], [0.15, "#fde0c5"], [0.5, "#f59e5b"], [1.0, "#b2400b"]]

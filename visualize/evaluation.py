@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from visualize.checks import as_vector, check_int
+from adamas.config import check_int
+from visualize.checks import as_vector
 from visualize.style import ADAMAS_COLOR, FULL_COLOR
 
 SELECTOR_COLORS = {

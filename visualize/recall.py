@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from visualize.checks import as_array, check_int, check_layers
+from adamas.config import check_int
+from visualize.checks import as_array, check_layers
 from visualize.style import ADAMAS_COLOR, DENSE_FILL
 
 BAND_COLOR = "rgba(214, 39, 40, 0.18)"

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from visualize.checks import as_vector, check_int
+from adamas.config import check_int
+from visualize.checks import as_vector
 from visualize.style import ADAMAS_COLOR
 
 SELECTED_COLOR = ADAMAS_COLOR
