@@ -1,6 +1,6 @@
 # The two README commands: `make app` runs the app, `make test` runs lint and the tests
 # (the integration tests also against the oldest supported transformers).
-# Both build .venv on first use (and again when the dependency files change).
+# Both build .venv on first use, and again when pyproject.toml (the dependency list) or the set-up changes.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -18,7 +18,7 @@ TRANSFORMERS_FLOOR ?= transformers==5.17.0
 
 .PHONY: app test lint test-gpu test-floor bench-gpu
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml .ci/setup
+$(STAMP): pyproject.toml .ci/setup
 	bash .ci/setup $(VENV)
 	touch $@
 
@@ -33,7 +33,7 @@ test: lint
 	$(PY) -m pytest -n $(TEST_WORKERS)
 	$(MAKE) test-floor
 
-$(FLOOR_VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml .ci/setup
+$(FLOOR_VENV)/.installed: pyproject.toml .ci/setup
 	TRANSFORMERS_SPEC=$(TRANSFORMERS_FLOOR) bash .ci/setup $(FLOOR_VENV)
 	touch $@
 
