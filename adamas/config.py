@@ -18,9 +18,8 @@ DEFAULT_DENSE_LAYERS: tuple[int, ...] = (0, 1)
 DEFAULT_SINK = 4
 DEFAULT_RECENT = 32
 WINDOW_BUDGET = 64
-"""Defaults chosen by measurement (benchmarks/choose_defaults.py, docs/evaluation.md): on SmolLM2, 12 passkeys at 2K-7K
-and 6 needle questions, calibrated thresholds with 4 sink and 32 recent tokens found 7/12 and 5/6 at budget 64 (the
-paper's settings 3/12 and 1/6; full attention 8/12 and 5/6), as many as full attention at budget 128. Below budget
+"""The defaults won a grid of settings on the default model's passkeys, needle questions and perplexity
+(benchmarks/choose_defaults.py; the results and the reasons in docs/evaluation.md#defaults). Below budget
 WINDOW_BUDGET, the smallest measured, an unset sink and recent window shrink in proportion to the budget."""
 PAPER_FIELDS: dict[str, object] = {"thresholds": "paper", "dense_layers": (0, 1), "sink": 0, "recent": 0}
 """The paper's decode settings, short of the budget: what `AdamasConfig.paper()` sets."""

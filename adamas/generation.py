@@ -72,9 +72,10 @@ def generate(
 
     Both modes share the prefill (dense SDPA), so their answers and latencies compare.
     A model on one device without sliding-window layers decodes on a fixed-capacity cache
-    (adamas.static.GraphDecoder), the fastest path on a GPU and on a CPU alike; on CUDA each
-    step is one CUDA-graph replay (`cuda_graph`, default on CUDA; False runs the same steps
-    eagerly), so the step latencies are the GPU's, and the capture counts in step 0's latency.
+    (adamas.static.GraphDecoder), which writes each step's K and V in place rather than
+    growing them; on CUDA each step is one CUDA-graph replay (`cuda_graph`, default on CUDA;
+    False runs the same steps eagerly), so the step latencies are the GPU's, and the capture
+    counts in step 0's latency.
     A model that accelerate spread over several devices or offloaded (a device_map), or one
     with sliding-window layers, decodes eagerly on transformers' dynamic cache, each layer's
     K, V and codes living on that layer's device (`graph_obstacle` says why); so does any

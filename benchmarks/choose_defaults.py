@@ -38,12 +38,11 @@ from benchmarks.common import device_slug, print_table, write_results
 
 THRESHOLDS = ("paper", "calibrated")
 SINK_RECENT = ((0, 0), (4, 0), (0, 32), (4, 16), (4, 32), (4, 64))
-"""(sink, recent) pairs of stage 1: the old default, each window alone, and sinks with three recent windows."""
+"""(sink, recent) pairs of stage 1: none (the paper's), each window alone, and sinks with three recent windows."""
 DENSE_LAYERS = (0, 1)
 DENSE_ALTERNATIVES = ((0, 1, 2), (0, 1, -1))
-"""Stage 2's dense layers (-1: the last layer). Layer 2 is the sparse layer of lowest recall in
-benchmarks/results/eval_2k_cpu (0.72 calibrated at budget 64, the median layer 0.84); the last
-layer writes the logits."""
+"""Stage 2's dense layers (-1: the last layer): layer 2, the sparse layer of lowest recall in
+benchmarks/results/eval_2k_cpu, and the last, which writes the logits."""
 PETS = ("cat", "dog", "parrot", "rabbit", "hamster", "turtle", "goldfish", "pony")
 PET_NAMES = ("Biscuit", "Pepper", "Mango", "Clover", "Noodle", "Ziggy", "Waffles", "Juniper", "Pickles", "Tofu")
 PEOPLE = ("Maria", "Tomas", "Priya", "Kenji", "Olga", "Samuel", "Amara", "Lucas")

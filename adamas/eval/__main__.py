@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, help=f"prompts per RULER task and length (default {full.samples})")
     parser.add_argument("--text-tokens", type=int, help=f"tokens scored for perplexity (default {full.text_tokens})")
     parser.add_argument("--seed", type=int, help="seed of the generated prompts (default 0)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 beats 2 on a busy CPU)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--shard", type=shard, help="run only part k of n of the grid (k/n), to --merge later")
     parser.add_argument(

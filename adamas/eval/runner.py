@@ -76,10 +76,10 @@ class Grid:
 
 
 QUICK = Grid(budgets=(64, 128), lengths=(1024,), depths=(0.0, 0.5, 1.0), samples=1, text_tokens=32)
-"""A grid that runs all six selectors and every task on this project's 2-core CPU in 6-8 minutes.
+"""A grid that runs all six selectors and every task in minutes on a small CPU: a check that everything runs.
 
-Its cost is decode steps: on a CPU SmolLM2 takes 100-200 ms a token whatever the context, so the
-grid keeps two budgets and a short context (at 2K and three budgets it took over 10 minutes)."""
+Its cost is decode steps, whose time on a CPU hardly depends on the context, so the grid keeps
+few budgets and prompts rather than short contexts alone."""
 
 
 def check_grid(grid: Grid, model: PreTrainedModel) -> None:
