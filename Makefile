@@ -43,12 +43,16 @@ test-floor: $(FLOOR_VENV)/.installed
 test-gpu:
 	$(GPU_PYTHON) -m pytest -n $(GPU_TEST_WORKERS) --gpu-report $(GPU_REPORT)
 
-# Both performance benchmarks on a CUDA machine, in one command (results under BENCH_DIR). On an
-# H200 it took 9 min 15 s: bench_e2e about 2.2 min, then the attention grid, which also breaks the
-# budget-128 step into its kernels (--profile). The old whole-model baseline (SDPA for the masked
-# dense steps) is `bench_e2e --dense-backend torch --batches 1`, measured in e2e_h200_sdpa.json.
+# The GPU benchmarks in one command, results under BENCH_DIR: whole-model decode (bench_e2e), the
+# attention grid with each kernel of the budget-128 step (bench_attention), and the peers' own
+# kernels beside ours on the same inputs (bench_peers, which finds them through PEERS_ARGS and
+# skips, saying why, any that is missing). *_ARGS narrow a run, e.g. ATTENTION_ARGS="--lengths 32768".
 BENCH_DEVICE ?= h200
 BENCH_DIR ?= benchmarks/results
+E2E_ARGS ?=
+ATTENTION_ARGS ?=
+PEERS_ARGS ?=
 bench-gpu:
-	$(GPU_PYTHON) -m benchmarks.bench_e2e --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
-	$(GPU_PYTHON) -m benchmarks.bench_attention --profile --out $(BENCH_DIR)/attention_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_e2e $(E2E_ARGS) --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_attention --profile $(ATTENTION_ARGS) --out $(BENCH_DIR)/attention_$(BENCH_DEVICE).json
+	$(GPU_PYTHON) -m benchmarks.bench_peers $(PEERS_ARGS) --out $(BENCH_DIR)/peers_$(BENCH_DEVICE).json

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
+from adamas.kernels.runtime import interpreted
 from adamas.kernels.sparse_attention import _LOG2E, merge_splits, split_partials
 
 BLOCK_L = 128  # keys per step of a split at most
@@ -164,6 +164,6 @@ def dense_attention(
         BLOCK_L=block,
         HAS_VALID=valid is not None,
         # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
-        IEEE=q.dtype == torch.float32 or isinstance(_dense_attention_partial_kernel, InterpretedFunction),
+        IEEE=q.dtype == torch.float32 or interpreted(_dense_attention_partial_kernel),
     )
     return merge_splits(m_part, l_part, acc_part, num_splits, q)

@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from adamas.kernels.bits import sylvester
+
 
 @triton.jit
 def _hadamard_encode_kernel(
@@ -52,11 +54,7 @@ def _hadamard_encode_kernel(
     for j0 in tl.static_range(0, D, BLOCK_D):
         o_j = j0 + tl.arange(0, BLOCK_D)
         # [D, BLOCK_D] Sylvester entries: H[i, j] = (-1) ** popcount(i & j)
-        b_and = o_d[:, None] & o_j[None, :]
-        b_par = tl.zeros([D, BLOCK_D], dtype=tl.int32)
-        for bit in tl.static_range(LOG2_D):
-            b_par = b_par ^ ((b_and >> bit) & 1)
-        b_h = (1 - 2 * b_par).to(tl.float32)
+        b_h = sylvester(o_d[:, None] & o_j[None, :], LOG2_D)
         # [BLOCK_N, BLOCK_D]; the ±1 products are exact, sums in fp32
         b_y = tl.dot(b_x, b_h, input_precision=PRECISION) * inv_sqrt_d
         if PACK:

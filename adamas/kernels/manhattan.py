@@ -11,29 +11,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
-from triton.runtime.interpreter import InterpretedFunction
+
+from adamas.kernels.bits import popcount, thermometer, words
+from adamas.kernels.runtime import interpreted
 
 BLOCK_L = 128  # tokens per program
-
-
-@triton.jit
-def _popcount(x, HW_POPC: tl.constexpr):
-    """Set bits of each uint32: the hardware instruction on GPUs, SWAR in the interpreter."""
-    if HW_POPC:
-        return libdevice.popc(x.to(tl.int32, bitcast=True))
-    x = x - ((x >> 1) & 0x55555555)
-    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F
-    return ((x * 0x01010101) >> 24).to(tl.int32)
-
-
-@triton.jit
-def _thermometer(w):
-    """Split 16 packed 2-bit codes c into bit planes (c > 0 | (c > 1) << 1, c > 2), fields in place."""
-    b_hi = (w >> 1) & 0x55555555  # c > 1 moved to the field's low bit
-    # low bit: hi | lo = c > 0, high bit: hi = c > 1 already; c > 2 = hi & lo in the low bit
-    return w | b_hi, b_hi & w
 
 
 @triton.jit
@@ -66,24 +48,16 @@ def _manhattan_kernel(
     m_l = o_l < L
     # [G_PAD, NW] the group's query codes, 16 per 32-bit word
     p_q = q_ptr + i_b * stride_qb + o_h[:, None] * stride_qh + o_w[None, :]
-    b_q01, b_q2 = _thermometer(tl.load(p_q, mask=m_g[:, None], other=0).to(tl.uint32, bitcast=True))
+    b_q01, b_q2 = thermometer(tl.load(p_q, mask=m_g[:, None], other=0).to(tl.uint32, bitcast=True))
     # [BLOCK_L, NW] this block's key codes, read once for the whole group
     p_k = k_ptr + i_b * stride_kb + i_hkv * stride_kh + o_l[:, None] * stride_kl + o_w[None, :]
-    b_k01, b_k2 = _thermometer(tl.load(p_k, mask=m_l[:, None], other=0).to(tl.uint32, bitcast=True))
+    b_k01, b_k2 = thermometer(tl.load(p_k, mask=m_l[:, None], other=0).to(tl.uint32, bitcast=True))
     # |a - b| = number of thermometer bits that differ; [G_PAD, BLOCK_L, NW] -> [G_PAD, BLOCK_L]
-    b_diff = _popcount(b_q01[:, None, :] ^ b_k01[None, :, :], HW_POPC)
-    b_diff += _popcount(b_q2[:, None, :] ^ b_k2[None, :, :], HW_POPC)
+    b_diff = popcount(b_q01[:, None, :] ^ b_k01[None, :, :], HW_POPC)
+    b_diff += popcount(b_q2[:, None, :] ^ b_k2[None, :, :], HW_POPC)
     b_dist = tl.sum(b_diff, axis=2)
     p_o = o_ptr + i_b * stride_ob + o_h[:, None] * stride_oh + o_l[None, :]
     tl.store(p_o, b_dist, mask=m_g[:, None] & m_l[None, :])
-
-
-def _words(codes: torch.Tensor) -> torch.Tensor:
-    """Packed code bytes seen as int32 words (16 codes each) without a copy where strides allow."""
-    try:
-        return codes.view(torch.int32)
-    except RuntimeError:
-        return codes.contiguous().view(torch.int32)
 
 
 def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
@@ -94,7 +68,7 @@ def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
     """
     b, hq, _ = q_codes.shape
     _, hkv, length, _ = k_codes.shape
-    q_words, k_words = _words(q_codes), _words(k_codes)
+    q_words, k_words = words(q_codes), words(k_codes)
     group = hq // hkv
     out = torch.empty(b, hq, length, dtype=torch.int32, device=q_codes.device)
     grid = (triton.cdiv(length, BLOCK_L), b * hkv)
@@ -115,6 +89,6 @@ def manhattan(q_codes: torch.Tensor, k_codes: torch.Tensor) -> torch.Tensor:
         G_PAD=triton.next_power_of_2(group),
         NW=q_words.shape[-1],
         BLOCK_L=BLOCK_L,
-        HW_POPC=not isinstance(_manhattan_kernel, InterpretedFunction),
+        HW_POPC=not interpreted(_manhattan_kernel),
     )
     return out

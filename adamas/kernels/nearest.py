@@ -17,25 +17,32 @@ ties, each group in token order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
-from adamas.kernels.manhattan import _popcount, _thermometer, _words
+from adamas.kernels.bits import popcount, thermometer, words
+from adamas.kernels.runtime import interpreted
 from adamas.kernels.select import _bin, _threshold_kernel
 
-BLOCK_L = 256  # tokens per step of the scan
-SCAN_PROGRAMS = 1024  # scan programs to aim for (~8 per SM on an H100): long chunks only when there are enough
-MAX_CHUNKS = 128  # chunks per row at most: what the threshold kernel reads at once
-# bins of the scan's histogram: more cost the scan a little, fewer leave more candidates to the
-# finish; 64 beat 32 in every --sweep case on an H200 (budget 128, 32K-256K, batch 1 and 8)
-COARSE_BINS = 64
-SCAN_WARPS = 4
-SPLIT_BLOCK = 2048  # tokens per step of the split kernel
-FINISH_BLOCK = 1024  # candidates per step of the finish kernel
+
+@dataclass(frozen=True)
+class NearestLaunch:
+    """How `nearest` cuts its work into programs; the defaults are the GPU's, tests shrink them to cover loops."""
+
+    block_l: int = 256  # tokens per step of the scan
+    scan_programs: int = 1024  # scan programs to aim for: long chunks only when there are enough
+    max_chunks: int = 128  # chunks per row at most: what the threshold kernel reads at once
+    # bins of the scan's histogram: more cost the scan a little, fewer leave more candidates to the finish
+    coarse_bins: int = 64
+    scan_warps: int = 4
+    split_block: int = 2048  # tokens per step of the split kernel
+    finish_block: int = 1024  # candidates per step of the finish kernel
+
+
 EXCLUDED_16 = tl.constexpr(32767)  # an excluded token's int16 distance: past every bin, so it sorts last
 
 
@@ -89,7 +96,7 @@ def _scan_kernel(
     b_q2s = ()
     for g in tl.static_range(GROUP):
         b_q = tl.load(q_ptr + i_b * stride_qb + (i_hkv * GROUP + g) * stride_qh + o_w, mask=m_w, other=0)
-        b_q01, b_q2 = _thermometer(b_q.to(tl.uint32, bitcast=True))
+        b_q01, b_q2 = thermometer(b_q.to(tl.uint32, bitcast=True))
         b_q01s += (b_q01,)
         b_q2s += (tl.sum(b_q2 << o_j.to(tl.uint32)[None, :], 1),)
     b_hist = tl.zeros([G_PAD, NBINS], dtype=tl.int32)
@@ -101,7 +108,7 @@ def _scan_kernel(
         b_next = tl.load(
             p_k + (o_l + BLOCK_L)[:, None, None] * NW, mask=m_next[:, None, None] & m_w[None, :, :], other=0
         )
-        b_k01, b_k2 = _thermometer(b_k.to(tl.uint32, bitcast=True))
+        b_k01, b_k2 = thermometer(b_k.to(tl.uint32, bitcast=True))
         # the c > 2 planes use every other bit: a pair's two share one word, one popcount
         b_k2 = tl.sum(b_k2 << o_j.to(tl.uint32)[None, None, :], 2)  # [BLOCK_L, NP]
         # [BLOCK_L] padding, and the tokens always taken: given per token, or the first and last ones
@@ -111,8 +118,8 @@ def _scan_kernel(
         else:
             m_forced = (o_l < SINK) | (o_l >= L - RECENT)
         for g in tl.static_range(GROUP):
-            b_diff = tl.sum(_popcount(b_q01s[g][None, :, :] ^ b_k01, HW_POPC), 2)
-            b_diff += _popcount(b_q2s[g][None, :] ^ b_k2, HW_POPC)
+            b_diff = tl.sum(popcount(b_q01s[g][None, :, :] ^ b_k01, HW_POPC), 2)
+            b_diff += popcount(b_q2s[g][None, :] ^ b_k2, HW_POPC)
             b_d = tl.where(m_excluded, EXCLUDED_16, tl.where(m_forced, -1, tl.sum(b_diff, 1)))  # [BLOCK_L]
             # the row's padding past L is written too, as excluded: the split kernel reads whole vectors
             b_pad = tl.where(m_l, b_d, EXCLUDED_16).to(tl.int16)
@@ -222,10 +229,10 @@ class Scan(NamedTuple):
     shift: int
 
 
-def _chunking(length: int, groups: int, nw: int) -> tuple[int, int]:
-    """(chunk, block) for `groups` = B * Hkv GQA groups of nw-word keys: ~SCAN_PROGRAMS programs of whole steps."""
-    block = min(BLOCK_L * 8 // max(nw, 8), max(16, triton.next_power_of_2(length)))  # d > 128: as many words a step
-    n_chunks = min(MAX_CHUNKS, triton.cdiv(SCAN_PROGRAMS, groups))
+def _chunking(length: int, groups: int, nw: int, launch: NearestLaunch) -> tuple[int, int]:
+    """(chunk, block) for `groups` = B * Hkv GQA groups of nw-word keys: ~scan_programs programs of whole steps."""
+    block = min(launch.block_l * 8 // max(nw, 8), max(16, triton.next_power_of_2(length)))  # d > 128: as many words
+    n_chunks = min(launch.max_chunks, triton.cdiv(launch.scan_programs, groups))
     return max(block, triton.next_power_of_2(triton.cdiv(length, n_chunks))), block
 
 
@@ -235,21 +242,23 @@ def scan_distances(
     sink: int = 0,
     recent: int = 0,
     valid: torch.Tensor | None = None,
+    launch: NearestLaunch = NearestLaunch(),
 ) -> Scan:
     """Pass 1 alone: distances of q_codes [B, Hq, d // 4] to k_codes [B, Hkv, L, d // 4] and their histograms."""
     b, hq, nbytes = q_codes.shape
     _, hkv, length, _ = k_codes.shape
-    q_words, k_words = _words(q_codes), _words(k_codes)
+    q_words, k_words = words(q_codes), words(k_codes)
     nw = q_words.shape[-1]
     if k_words.stride(2) != nw or k_words.stride(1) % nw or k_words.stride(0) % nw:  # rows of whole tokens
         k_words = k_words.contiguous()
     max_distance = 3 * 4 * nbytes
     shift = 0
-    while (max_distance + 1) >> shift > COARSE_BINS - 3:  # bins NBINS - 2 (lanes past L) and - 1 (excluded) stay free
+    # bins NBINS - 2 (lanes past L) and NBINS - 1 (excluded) stay free
+    while (max_distance + 1) >> shift > launch.coarse_bins - 3:
         shift += 1
     if (length - 1) << shift >= 2**31:
         raise ValueError(f"{length} tokens do not fit the candidates' int32 (token << {shift})")
-    chunk, block = _chunking(length, b * hkv, nw)
+    chunk, block = _chunking(length, b * hkv, nw, launch)
     n_chunks = triton.cdiv(length, chunk)
     forced = None
     if valid is not None and (sink or recent):
@@ -258,7 +267,7 @@ def scan_distances(
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
     # rows padded to 16 tokens: whole 32-byte vectors for the split kernel whatever L is
     dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=q_codes.device)[..., :length]
-    hist = torch.empty(b * hq, n_chunks, COARSE_BINS, dtype=torch.int32, device=q_codes.device)
+    hist = torch.empty(b * hq, n_chunks, launch.coarse_bins, dtype=torch.int32, device=q_codes.device)
     group = hq // hkv
     _scan_kernel[(n_chunks, b * hkv)](
         q_words,
@@ -285,12 +294,12 @@ def scan_distances(
         NW=nw,
         BLOCK_L=block,
         N_STEPS=chunk // block,
-        NBINS=COARSE_BINS,
+        NBINS=launch.coarse_bins,
         SHIFT=shift,
         HAS_VALID=valid is not None,
         HAS_FORCED=forced is not None,
-        HW_POPC=not isinstance(_scan_kernel, InterpretedFunction),
-        num_warps=SCAN_WARPS,
+        HW_POPC=not interpreted(_scan_kernel),
+        num_warps=launch.scan_warps,
     )
     return Scan(dist, hist, chunk, shift)
 
@@ -302,6 +311,7 @@ def nearest(
     sink: int = 0,
     recent: int = 0,
     valid: torch.Tensor | None = None,
+    launch: NearestLaunch = NearestLaunch(),
 ) -> torch.Tensor:
     """The min(budget, L) keys nearest each query head by L1 code distance: int64 [B, Hq, K].
 
@@ -315,7 +325,7 @@ def nearest(
     b, hq, _ = q_codes.shape
     length = k_codes.shape[2]
     k = min(budget, length)
-    s = scan_distances(q_codes, k_codes, sink, recent, valid)
+    s = scan_distances(q_codes, k_codes, sink, recent, valid, launch)
     _, n_chunks, nbins = s.hist.shape
     bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=q_codes.device)  # (below, candidate) starts
     rows = torch.empty(b * hq, 4, dtype=torch.int32, device=q_codes.device)  # (t, need, below, in bin t)
@@ -323,7 +333,7 @@ def nearest(
     out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
     group = triton.next_power_of_2(n_chunks)
     _threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
-    block = min(SPLIT_BLOCK, s.chunk)
+    block = min(launch.split_block, s.chunk)
     _split_kernel[(n_chunks, b * hq)](
         s.dist,
         bases,
@@ -342,5 +352,5 @@ def nearest(
     )
     # the low bits' 2**shift values, then one bin for lanes past the candidates
     fine_bins = 2 << s.shift
-    _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, FINISH_BLOCK)
+    _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, launch.finish_block)
     return out

@@ -33,12 +33,11 @@ def case_id(case: tuple[int, ...]) -> str:
 
 
 @pytest.fixture(params=["default-blocks", "small-blocks"])
-def blocks(request, monkeypatch):
-    """The launch constants as shipped, or shrunk so that small inputs span many chunks and loop steps."""
+def blocks(request) -> NEAREST.NearestLaunch:
+    """The launch parameters as shipped, or shrunk so that small inputs span many chunks and loop steps."""
     if request.param == "small-blocks":
-        for name, value in {"BLOCK_L": 32, "MAX_CHUNKS": 8, "SPLIT_BLOCK": 64, "FINISH_BLOCK": 32}.items():
-            monkeypatch.setattr(NEAREST, name, value)
-    return request.param
+        return NEAREST.NearestLaunch(block_l=32, max_chunks=8, split_block=64, finish_block=32)
+    return NEAREST.NearestLaunch()
 
 
 def expected_sets(q_codes, k_codes, budget, sink=0, recent=0, valid=None) -> torch.Tensor:
@@ -71,7 +70,7 @@ def test_nearest_kernel(case, budget, blocks):
     b, hq, hkv, length, d = case
     gen = seeded("nearest", case, budget)
     q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
-    idx = kernels.nearest(q_codes, k_codes, budget)
+    idx = kernels.nearest(q_codes, k_codes, budget, launch=blocks)
     assert_same_sets(idx, expected_sets(q_codes, k_codes, budget))
     assert_same_sets(idx, two_kernel_sets(q_codes, k_codes, budget))
 
@@ -79,13 +78,13 @@ def test_nearest_kernel(case, budget, blocks):
 @pytest.mark.parametrize("case", [(2, 7, 1, 67, 16), (1, 8, 2, 500, 128)], ids=case_id)
 @pytest.mark.parametrize("budget", [1, 100])
 @pytest.mark.parametrize("bins", [32, 128], ids=lambda n: f"{n}-bins")
-def test_nearest_kernel_with_other_coarse_bins(case, budget, bins, monkeypatch):
+def test_nearest_kernel_with_other_coarse_bins(case, budget, bins):
     """Fewer, wider bins leave more candidates to the finish (and low bits even at d = 16); more leave fewer."""
-    monkeypatch.setattr(NEAREST, "COARSE_BINS", bins)
+    launch = NEAREST.NearestLaunch(coarse_bins=bins)
     b, hq, hkv, length, d = case
     gen = seeded("bins", bins, case, budget)
     q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
-    assert_same_sets(kernels.nearest(q_codes, k_codes, budget), expected_sets(q_codes, k_codes, budget))
+    assert_same_sets(kernels.nearest(q_codes, k_codes, budget, launch=launch), expected_sets(q_codes, k_codes, budget))
 
 
 @pytest.mark.parametrize("budget", [1, 40, 333])
@@ -94,9 +93,9 @@ def test_nearest_kernel_with_heavy_ties_takes_the_earliest_in_a_fixed_order(budg
     palette = random_codes(3, 32, gen=gen)  # three distinct keys: every distance ties hundreds of times
     k_codes = palette[torch.randint(0, 3, (2, 2, 600), generator=gen).to(DEVICE)]  # [2, 2, 600, 32]
     q_codes = random_codes(2, 4, 32, gen=gen)
-    idx = kernels.nearest(q_codes, k_codes, budget)
+    idx = kernels.nearest(q_codes, k_codes, budget, launch=blocks)
     assert_same_sets(idx, expected_sets(q_codes, k_codes, budget))
-    assert torch.equal(idx, kernels.nearest(q_codes, k_codes, budget)), "the order changed between two runs"
+    assert torch.equal(idx, kernels.nearest(q_codes, k_codes, budget, launch=blocks)), "the order changed"
 
 
 def padding(length: int) -> torch.Tensor:
@@ -118,7 +117,7 @@ def test_nearest_kernel_keeps_forced_tokens_and_drops_padding(sink, recent, with
     length = 150
     q_codes, k_codes = random_codes(3, 8, 16, gen=gen), random_codes(3, 2, length, 16, gen=gen)
     valid = padding(length) if with_valid else None
-    idx = kernels.nearest(q_codes, k_codes, budget, sink, recent, valid)
+    idx = kernels.nearest(q_codes, k_codes, budget, sink, recent, valid, launch=blocks)
     assert_same_sets(idx, expected_sets(q_codes, k_codes, budget, sink, recent, valid))
     assert_same_sets(idx, two_kernel_sets(q_codes, k_codes, budget, sink, recent, valid))
     if valid is not None:
@@ -130,7 +129,7 @@ def test_nearest_kernel_scan_writes_marked_int16_distances(blocks):
     gen = seeded("scan")
     q_codes, k_codes = random_codes(3, 8, 32, gen=gen), random_codes(3, 2, 150, 32, gen=gen)
     valid = padding(150)
-    s = NEAREST.scan_distances(q_codes, k_codes, 2, 3, valid)
+    s = NEAREST.scan_distances(q_codes, k_codes, 2, 3, valid, launch=blocks)
     want = reference.mark_forced(reference.manhattan(q_codes, k_codes), 2, 3, valid)
     want = want.masked_fill(want == reference.EXCLUDED, NEAREST.EXCLUDED_16.value)
     assert s.dist.dtype == torch.int16 and torch.equal(s.dist.int(), want)
