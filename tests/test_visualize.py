@@ -1,4 +1,4 @@
-"""Figure functions: structure of the returned Plotly figures and their input checks."""
+"""Figure functions: structure of the returned Plotly figures, their input checks, and that each fits its panel."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ go = pytest.importorskip("plotly.graph_objects", reason="plotly is not installed
 
 import visualize  # noqa: E402
 from visualize import (  # noqa: E402
-    densest_span,
+    density,
+    document,
     estimated_vs_true_scatter,
     latency_comparison,
+    recall,
     recall_by_layer,
     selected_token_heatmap,
     selection_density_map,
+    stage_breakdown,
+    style,
 )
 from visualize.scores import top_recall  # noqa: E402
 from visualize.style import DENSE_FILL  # noqa: E402
@@ -104,124 +108,6 @@ def test_exports() -> None:
     assert all(callable(getattr(visualize, name)) for name in figures)
 
 
-def _page(fig: go.Figure) -> np.ndarray:
-    """The heatmap's z as a float array, blank cells as NaN."""
-    return np.array([[np.nan if v is None else v for v in row] for row in fig.data[0].z], dtype=float)
-
-
-@pytest.mark.parametrize(
-    ("n", "width"),
-    [(1, 40), (39, 40), (40, 40), (41, 40), (97, 7), (8192, 40)],
-    ids=["one-token", "row-minus-1", "one-row", "row-plus-1", "width7", "8K"],
-)
-def test_token_heatmap_page(n: int, width: int) -> None:
-    counts = np.random.default_rng(n).integers(0, 50, size=n)
-    tokens = [f"t{i}" for i in range(n)]
-    fig = selected_token_heatmap(tokens, counts, width=width)
-    z = _page(fig)  # [rows, width]
-    rows = -(-n // width)
-    assert z.shape == (rows, width)
-    assert np.array_equal(z.ravel()[:n], counts) and np.isnan(z.ravel()[n:]).all()
-    assert np.nansum(z) == counts.sum()
-    text = [cell for row in fig.data[0].text for cell in row]
-    assert text[0] == "t0" and text[n - 1].startswith(f"t{n - 1}"[:3])
-    assert fig.data[0].customdata[0][0] == "token 0: t0"
-    assert fig.layout.yaxis.autorange == "reversed"
-    assert fig.layout.height >= rows * 20
-    assert f"{counts.sum():,} selections over {n:,} tokens" in fig.layout.title.text
-
-
-def test_token_heatmap_labels_show_whitespace() -> None:
-    tokens = ["\n\n", " ", " the", "<|im_end|>", "a\tb", "supercalifragilistic"]
-    fig = selected_token_heatmap(tokens, [1, 2, 3, 4, 5, 6], width=40, title="My doc")
-    labels = list(fig.data[0].text[0][:6])
-    assert labels == ["⏎⏎", "␣", "the", "&lt;|im_e…", "a⇥b", "superc…"]
-    hover = list(fig.data[0].customdata[0][:3])
-    assert hover == ["token 0: ⏎⏎", "token 1: ␣", "token 2: ␣the"]
-    assert fig.layout.title.text.startswith("My doc") and "21 selections" in fig.layout.title.text
-    wide = selected_token_heatmap(tokens, [1, 2, 3, 4, 5, 6], width=10)  # fewer cells a row: longer labels
-    assert wide.data[0].text[0][5] == "supercalifragilistic"
-
-
-@pytest.mark.parametrize(
-    ("highlight", "boxes"),
-    [
-        ((5, 6), [(4.5, 5.5, -0.5, 0.5)]),
-        ((2, 8), [(1.5, 7.5, -0.5, 0.5)]),
-        ((8, 23), [(7.5, 9.5, -0.5, 0.5), (-0.5, 9.5, 0.5, 1.5), (-0.5, 2.5, 1.5, 2.5)]),
-        ((10, 20), [(-0.5, 9.5, 0.5, 1.5)]),
-        ((0, 25), [(-0.5, 9.5, -0.5, 0.5), (-0.5, 9.5, 0.5, 1.5), (-0.5, 4.5, 1.5, 2.5)]),
-    ],
-    ids=["one-token", "in-row", "three-rows", "whole-row", "everything"],
-)
-def test_token_heatmap_highlight_boxes(highlight: tuple[int, int], boxes: list) -> None:
-    fig = selected_token_heatmap([f"w{i}" for i in range(25)], np.ones(25), highlight=highlight, width=10)
-    assert [(s.x0, s.x1, s.y0, s.y1) for s in fig.layout.shapes] == boxes
-    assert all(s.type == "rect" and s.fillcolor is None for s in fig.layout.shapes)
-    assert f"tokens {highlight[0]}–{highlight[1] - 1}" in fig.layout.title.text
-    assert not selected_token_heatmap(["a"], [1]).layout.shapes
-
-
-@pytest.mark.parametrize(
-    ("counts", "width", "span"),
-    [
-        ([0, 1, 5, 1, 0, 0, 3, 3], 2, (1, 3)),  # ties: the first window wins
-        ([0, 1, 5, 1, 0, 0, 3, 3], 3, (1, 4)),
-        ([0, 1, 5, 1, 0, 0, 3, 3], 1, (2, 3)),
-        ([0, 0, 0, 0, 2, 9], 2, (4, 6)),
-        ([1, 2, 3], 10, (0, 3)),
-        ([0.0, 0.0], 1, (0, 1)),
-    ],
-    ids=["tie", "width3", "width1", "at-end", "wider-than-doc", "all-zero"],
-)
-def test_densest_span(counts: list, width: int, span: tuple[int, int]) -> None:
-    assert densest_span(counts, width) == span
-
-
-@pytest.mark.parametrize(
-    ("tokens", "counts", "kwargs", "match"),
-    [
-        (["a", "b"], [1], {}, "equal lengths"),
-        ([], [], {}, "counts"),
-        (["a", "b"], [1, -1], {}, "≥ 0"),
-        (["a", "b"], [1, float("nan")], {}, "finite"),
-        (["a", 3], [1, 2], {}, "strings"),
-        ("ab", [1, 2], {}, "strings"),
-        (["a", "b"], [1, 2], {"width": 0}, "width"),
-        (["a", "b"], [1, 2], {"highlight": (1, 3)}, "highlight"),
-        (["a", "b"], [1, 2], {"highlight": (1, 1)}, "highlight"),
-        (["a", "b"], [1, 2], {"highlight": (0, 1, 2)}, "highlight"),
-        (["a", "b"], [1, 2], {"highlight": (0.0, 1.0)}, "highlight"),
-    ],
-    ids=[
-        "lengths",
-        "empty",
-        "negative",
-        "nan",
-        "non-str",
-        "str",
-        "width0",
-        "past-end",
-        "empty-range",
-        "triple",
-        "floats",
-    ],
-)
-def test_token_heatmap_errors(tokens: list, counts: list, kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        selected_token_heatmap(tokens, counts, **kwargs)
-
-
-@pytest.mark.parametrize(
-    ("counts", "width", "error", "match"),
-    [([], 2, ValueError, "counts"), ([1, 2], 0, ValueError, "width"), ([1, 2], 1.5, TypeError, "width must be an int")],
-    ids=["empty", "width0", "width-float"],
-)
-def test_densest_span_errors(counts: list, width: object, error: type, match: str) -> None:
-    with pytest.raises(error, match=match):
-        densest_span(counts, width)
-
-
 @pytest.mark.parametrize(
     ("layers", "heads", "length", "bins"),
     [(3, 2, 1, 256), (2, 3, 100, 256), (4, 2, 1000, 256), (2, 1, 513, 16), (1, 1, 7, 7)],
@@ -251,8 +137,8 @@ def test_density_map_marks_dense_layers() -> None:
     assert [a.text.split(":")[0] for a in fig.layout.annotations] == ["L0 dense", "L1 dense"]
     assert fig.layout.title.text.startswith("Run 1") and "layers 0, 1 dense" in fig.layout.title.text
     assert "no dense layers" in selection_density_map(density).layout.title.text
-    assert fig.layout.xaxis.type == "category"  # column i spans [i - ½, i + ½]: position 5 starts at 4.5
-    assert list(fig.layout.xaxis.ticktext[:2]) == ["0", "5"] and list(fig.layout.xaxis.tickvals[:2]) == [-0.5, 4.5]
+    assert fig.layout.xaxis.type == "category"  # column i spans [i - ½, i + ½]: position 10 starts at 9.5
+    assert list(fig.layout.xaxis.ticktext[:2]) == ["0", "10"] and list(fig.layout.xaxis.tickvals[:2]) == [-0.5, 9.5]
 
 
 @pytest.mark.parametrize(
@@ -329,7 +215,8 @@ def test_recall_by_layer_values() -> None:
     np.testing.assert_allclose(np.asarray(high.y[2:], dtype=float), per_head.max(axis=1))
     assert low.fill == "tonexty"
     assert tuple(fig.layout.yaxis.range) == (0, 1)
-    assert [a.x for a in fig.layout.annotations if a.text == "dense"] == [0, 1]
+    assert [a.x for a in fig.layout.annotations if a.text == "dense"] == [0.5], "one label for the run of layers 0-1"
+    assert [(s.x0, s.x1) for s in fig.layout.shapes] == [(-0.5, 1.5)]
     assert "budget 64" in fig.layout.title.text and "5 steps" in fig.layout.title.text
 
 
@@ -364,3 +251,97 @@ def test_recall_by_layer_all_dense() -> None:
 def test_recall_by_layer_errors(recall: np.ndarray, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         recall_by_layer(recall, **kwargs)
+
+
+def _panels() -> dict[str, tuple[go.Figure, bool]]:
+    """Each figure of the app as a run on the default model draws it (30 layers, 9 heads, 4.5K tokens), with the
+    app's longest titles, and whether the page gives it the full width (else half a row)."""
+    rng = np.random.default_rng(0)
+    estimated, true = _scores(4500)
+    words = ["Netherfield", "\n\n", " the", " acknowledged", ","] * 900
+    stages = {"adamas": {"encode": 40.0, "estimate + select": 300.0, "rest of the model": 2500.0}, "full": {"x": 1.0}}
+    return {
+        "document": (
+            selected_token_heatmap(
+                words,
+                rng.integers(0, 90, size=len(words)),
+                (300, 340),
+                title="How often Adamas selected each document token (outlined: the passage that holds the example's "
+                "answer)",
+            ),
+            True,
+        ),
+        "density": (
+            selection_density_map(rng.integers(0, 9, size=(30, 9, 4515)), (0, 1), title="Selection density"),
+            False,
+        ),
+        "scatter": (
+            estimated_vs_true_scatter(estimated, true, list(range(128)), 128, "Layer 12, head 8, step 117"),
+            False,
+        ),
+        "latency": (latency_comparison(80 + rng.random(120), 84 + rng.random(120), (5234.5, 5120.25)), False),
+        "recall": (recall_by_layer(_recall(40, 30, 9, dense=(0, 1)), (0, 1), 1024), False),
+        "stages": (stage_breakdown(stages, {"adamas": 80.0, "full": 84.0}), True),
+    }
+
+
+@pytest.mark.parametrize("name", ["document", "density", "scatter", "latency", "recall", "stages"])
+def test_every_title_fits_its_panel_and_the_top_margin_holds_it(name: str) -> None:
+    fig, full_width = _panels()[name]
+    lines = fig.layout.title.text.split("<br>")
+    notes = [line.removeprefix("<sup>").removesuffix("</sup>") for line in lines if line.startswith("<sup>")]
+    heads = [line for line in lines if not line.startswith("<sup>")]
+    assert heads and all(
+        len(line) <= (style.FULL_TITLE_CHARS if full_width else style.HALF_TITLE_CHARS) for line in heads
+    )
+    assert all(len(line) <= (style.FULL_NOTE_CHARS if full_width else style.HALF_NOTE_CHARS) for line in notes)
+    legend_above = (
+        fig.layout.legend.y is not None and fig.layout.legend.y >= 1 and fig.layout.legend.yanchor == "bottom"
+    )
+    room = style.TITLE_PAD_PX + style.TITLE_LINE_PX * len(lines) + (style.LEGEND_ROW_PX if legend_above else 0)
+    assert fig.layout.margin.t >= room, "the title (and a legend above the plot) must not run into the plot"
+    assert (fig.layout.title.yref, fig.layout.title.yanchor, fig.layout.title.pad.t) == ("container", "top", 24)
+
+
+def test_recall_labels_each_run_of_dense_layers_once_and_keeps_layer_numbers_level() -> None:
+    fig = recall_by_layer(_recall(3, 30, 2, dense=(0, 1, 5)), (0, 1, 5))
+    labels = [a for a in fig.layout.annotations if a.text == "dense"]
+    assert [a.x for a in labels] == [0.5, 5], "neighbouring dense layers share one label"
+    assert [(s.x0, s.x1) for s in fig.layout.shapes] == [(-0.5, 1.5), (4.5, 5.5)]
+    assert fig.layout.xaxis.tickangle == 0 and 30 / fig.layout.xaxis.dtick <= recall.MAX_LAYER_TICKS
+    assert recall.runs(()) == [] and recall.runs((3,)) == [(3, 3)]
+
+
+def test_latency_means_sit_in_the_legend_not_on_the_lines() -> None:
+    fig = latency_comparison([80.0, 81.0], [84.0, 85.0])
+    assert fig.layout.annotations == (), "a label on a dashed mean line would cover the other run's line"
+    assert [t.name for t in fig.data] == ["Adamas, mean 80.50 ms", "full, mean 84.50 ms"]
+
+
+@pytest.mark.parametrize("length", [1, 50, 4515, 131_072])
+def test_density_position_labels_stay_level_and_few(length: int) -> None:
+    fig = selection_density_map(np.ones((2, 1, length)))
+    assert fig.layout.xaxis.tickangle == 0 and 1 <= len(fig.layout.xaxis.ticktext) <= density.X_TICKS + 1
+
+
+@pytest.mark.parametrize("width", [10, 24, 40, 64])
+def test_token_labels_fit_their_cells(width: int) -> None:
+    tokens = ["Netherfield", " acknowledged", "<|im_end|>", " a", "\n"] * 40
+    fig = selected_token_heatmap(tokens, np.ones(len(tokens)), width=width)
+    shown = [cell.replace("&lt;", "<") for row in fig.data[0].text for cell in row]
+    cell_px = document.PLOT_PX / width
+    assert max(len(label) for label in shown) * document.LABEL_PX * document.CHAR_EM <= cell_px
+
+
+@pytest.mark.parametrize("tokens", [3, 60, 5000], ids=["three-tokens", "two-rows", "long"])
+def test_token_colour_bar_fits_the_plot(tokens: int) -> None:
+    fig = selected_token_heatmap(["a"] * tokens, np.arange(tokens), width=40)
+    plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    bar = fig.data[0].colorbar
+    assert bar.lenmode == "pixels" and 120 <= bar.len <= plot_px, "a bar longer than the plot is cut off"
+
+
+def test_scatter_cut_label_sits_inside_the_plot() -> None:
+    estimated, true = _scores()
+    fig = estimated_vs_true_scatter(estimated, true, np.argsort(estimated)[-10:], 10)
+    assert [a.xanchor for a in fig.layout.annotations] == ["right"], "left of the cut, which lies near the right edge"

@@ -9,12 +9,12 @@ import plotly.graph_objects as go
 
 from adamas.config import check_int
 from visualize.checks import as_array, check_layers
-from visualize.style import DENSE_FILL, color_cap
+from visualize.style import DENSE_FILL, color_cap, titled
 
 COLORSCALE = "Viridis"
 SEPARATOR_COLOR = "rgba(255, 255, 255, 0.9)"
 PLOT_PX, MIN_ROW_PX, MAX_ROW_PX, LABEL_PX = 900, 2, 14, 11
-X_TICKS = 8
+X_TICKS = 5  # position labels such as "12,000" stay apart in a half-width panel
 
 
 def bin_positions(length: int, bins: int) -> np.ndarray:
@@ -24,9 +24,12 @@ def bin_positions(length: int, bins: int) -> np.ndarray:
 
 
 def position_ticks(starts: np.ndarray, length: int, ticks: int) -> tuple[list[float], list[str]]:
-    """Round token positions (about `ticks` of them) placed on the binned axis, where column i spans [i-½, i+½]."""
+    """Round token positions, at most `ticks` + 1 of them, placed on the binned axis, where column i spans [i-½, i+½].
+
+    The step is the smallest of 1, 2 or 5 times a power of ten that leaves no more labels than that.
+    """
     magnitude = 10 ** np.floor(np.log10(max(length / ticks, 1)))
-    step = min((m * magnitude for m in (1, 2, 5, 10)), key=lambda c: abs(np.log(length / c / ticks)))
+    step = min(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= length / ticks)
     positions = np.arange(0, length, step).astype(int)
     column = np.searchsorted(starts, positions, side="right") - 1
     ends = np.append(starts[1:], length)
@@ -87,11 +90,16 @@ def selection_density_map(
     if len(columns) < length:
         size += f" in {len(columns)} bins of ≈{length / len(columns):.1f}"
     fig.update_layout(
-        title={"text": f"{heading}<br><sup>{size}; {note}; colour capped at {cap:,.0f} (p99)</sup>"},
         height=round(len(rows) * row_px) + 150,
-        margin={"l": 70, "r": 20, "t": 70, "b": 50},
-        xaxis={"title": "token position", "type": "category", "tickvals": tickvals, "ticktext": ticktext},
+        margin={"l": 70, "r": 20, "b": 50},
+        xaxis={
+            "title": "token position",
+            "type": "category",
+            "tickvals": tickvals,
+            "ticktext": ticktext,
+            "tickangle": 0,
+        },
         yaxis={"autorange": "reversed", "tickvals": labelled, "tickfont": {"size": 10}},
         template="plotly_white",
     )
-    return fig
+    return titled(fig, heading, f"{size}; {note}", f"colour capped at {cap:,.0f} (p99)")

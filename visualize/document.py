@@ -10,12 +10,20 @@ import plotly.graph_objects as go
 
 from adamas.config import check_int
 from visualize.checks import as_vector
-from visualize.style import color_cap
+from visualize.style import color_cap, titled
 
 COLORSCALE = [[0.0, "#ffffff"], [0.15, "#fde0c5"], [0.5, "#f59e5b"], [1.0, "#b2400b"]]
 HIGHLIGHT_COLOR = "#1f5fbf"
-ROW_CHARS = 280  # token characters shown per row: 7 a cell at width 40; a little spill reads better than short cuts
-ROW_PX, MARGIN_PX = 22, 110
+LABEL_PX = 10
+"""Type size of the token labels."""
+PLOT_PX = 1060
+"""The narrowest the page draws the cells: its whole width on a 1280 px window, less axis and colour bar. A label
+longer than its cell at that width runs into its neighbours' (plotly does not clip heatmap text)."""
+CHAR_EM = 0.6
+"""A character's width in ems, about that of an average letter of a sans-serif font."""
+ROW_PX, BOTTOM_PX, COLORBAR_PX = 22, 20, 300
+MIN_ROWS = 8
+"""Rows of height the page keeps even for a short text: room for the colour bar, its title and the axis title."""
 WHITESPACE = {"\n": "⏎", "\t": "⇥", "\r": "␍"}
 
 
@@ -79,13 +87,14 @@ def selected_token_heatmap(
         raise ValueError(f"counts must be ≥ 0, got a minimum of {values.min()}")
     width = check_int("width", width, 1)
     n, rows = values.size, -(-values.size // width)
+    shown = max(rows, MIN_ROWS)  # rows of height; those past the text stay blank
 
     def page(items: list, fill: object) -> list[list]:
         padded = items + [fill] * (rows * width - n)
         return [padded[r * width : (r + 1) * width] for r in range(rows)]
 
     hover = [f"token {i}: {html.escape(_visible(t).replace(' ', '␣'), quote=False)}" for i, t in enumerate(tokens)]
-    chars = max(3, ROW_CHARS // width)
+    chars = label_chars(width)
     cap = color_cap(values)
     fig = go.Figure(
         go.Heatmap(
@@ -93,7 +102,7 @@ def selected_token_heatmap(
             text=page([_label(t, chars) for t in tokens], ""),
             customdata=page(hover, ""),
             texttemplate="%{text}",
-            textfont={"size": 10},
+            textfont={"size": LABEL_PX},
             hovertemplate="%{customdata}<br>selected %{z:.0f} times<extra></extra>",
             hoverongaps=False,
             colorscale=COLORSCALE,
@@ -104,7 +113,8 @@ def selected_token_heatmap(
             colorbar={
                 "title": {"text": "times<br>selected", "side": "top"},
                 "thickness": 12,
-                "len": 300,  # pixels, at the top: a long page would stretch the bar out of view
+                "len": min(COLORBAR_PX, shown * ROW_PX),  # pixels, at the top: on a long page a full-height bar
+                # would stretch out of view, and on a short one a longer bar would be cut off at the bottom
                 "lenmode": "pixels",
                 "y": 1,
                 "yanchor": "top",
@@ -121,13 +131,13 @@ def selected_token_heatmap(
             )
         subtitle += f"; outlined: tokens {start}–{end - 1}"
     step = 1 if rows <= 30 else 5
+    titled(fig, heading, subtitle, full_width=True)
     fig.update_layout(
-        title={"text": f"{heading}<br><sup>{subtitle}</sup>"},
-        height=rows * ROW_PX + MARGIN_PX,
-        margin={"l": 60, "r": 20, "t": 70, "b": 20},
+        height=shown * ROW_PX + fig.layout.margin.t + BOTTOM_PX,
+        margin={"l": 60, "r": 20, "b": BOTTOM_PX},
         xaxis={"visible": False, "range": [-0.5, width - 0.5]},
         yaxis={
-            "autorange": "reversed",
+            "range": [shown - 0.5, -0.5],  # reversed: the text reads downwards
             "tickvals": list(range(0, rows, step)),
             "ticktext": [f"{r * width}" for r in range(0, rows, step)],
             "title": "first token of row",
@@ -136,3 +146,8 @@ def selected_token_heatmap(
         template="plotly_white",
     )
     return fig
+
+
+def label_chars(width: int) -> int:
+    """Characters a cell's label may show, `width` cells a row, so that it stays inside its cell at PLOT_PX."""
+    return max(1, int(PLOT_PX / width // (LABEL_PX * CHAR_EM)))

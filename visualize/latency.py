@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from visualize.checks import as_vector
-from visualize.style import ADAMAS_COLOR, FULL_COLOR
+from visualize.style import ADAMAS_COLOR, FULL_COLOR, titled
 
 
 def _check_latencies(name: str, values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -24,7 +24,8 @@ def latency_comparison(
     full_ms: Sequence[float] | np.ndarray,
     prefill_ms: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """Decode latency per step, Adamas vs full attention, with dashed means and the speedup in the title."""
+    """Decode latency per step, Adamas vs full attention: dashed means (their values in the legend), the speedup in
+    the title."""
     adamas, full = _check_latencies("adamas_ms", adamas_ms), _check_latencies("full_ms", full_ms)
     if adamas.size == 0 and full.size == 0:
         raise ValueError("adamas_ms and full_ms are both empty: give the latencies of at least one run")
@@ -36,42 +37,34 @@ def latency_comparison(
     for name, ms, color in (("Adamas", adamas, ADAMAS_COLOR), ("full", full, FULL_COLOR)):
         if ms.size == 0:
             continue
+        mean = float(ms.mean())
         fig.add_trace(
             go.Scatter(
                 x=np.arange(1, ms.size + 1),  # decode steps; step 0 is the prefill
                 y=ms,
                 mode="lines+markers",
-                name=f"{name} ({ms.size} steps)",
+                name=f"{name}, mean {mean:.2f} ms",  # the legend labels the dashed mean line
                 line={"color": color},
                 marker={"size": 4},
                 hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.2f}} ms<extra></extra>",
             )
         )
-        mean = float(ms.mean())
-        fig.add_hline(
-            y=mean,
-            line={"color": color, "dash": "dash", "width": 1},
-            annotation_text=f"{name} mean {mean:.2f} ms",
-            annotation_position="top left",
-            annotation_font={"color": color},
-        )
-    heading = "Decode latency per step"
+        fig.add_hline(y=mean, line={"color": color, "dash": "dash", "width": 1})
     if adamas.size and full.size:
         speedup = full.mean() / adamas.mean()
         slower = "; Adamas is slower" if speedup < 1 else ""
-        heading += f" — Adamas speedup {speedup:.2f}× (mean full / mean Adamas{slower})"
+        notes = [f"Adamas speedup {speedup:.2f}× (mean full / mean Adamas{slower}); dashed: the means"]
     else:
-        heading += f" — {'full attention' if adamas.size == 0 else 'Adamas'} only, no speedup to show"
+        notes = [f"{'full attention' if adamas.size == 0 else 'Adamas'} only, no speedup to show; dashed: the mean"]
     if prefill_ms is not None:
-        heading += f"<br><sup>prefill (dense in both): Adamas {prefill[0]:.1f} ms, full {prefill[1]:.1f} ms</sup>"
+        notes.append(f"prefill (dense in both): Adamas {prefill[0]:.1f} ms, full {prefill[1]:.1f} ms")
     fig.update_layout(
-        title={"text": heading},
         xaxis={"title": "decode step", "rangemode": "tozero"},
         yaxis={"title": "latency (ms)", "rangemode": "tozero"},
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
         template="plotly_white",
     )
-    return fig
+    return titled(fig, "Decode latency per step", *notes, legend_above=True)
 
 
 STAGE_COLORS = {
@@ -119,11 +112,11 @@ def stage_breakdown(stages_us: dict[str, dict[str, float]], step_ms: dict[str, f
     totals = ", ".join(f"{name} {kernels[run]:.2f} ms" for run, name in zip(runs, names, strict=True))
     fig.update_layout(
         barmode="stack",
-        title={"text": f"Where one decode step's GPU time goes<br><sup>kernels of one profiled step: {totals}</sup>"},
         xaxis={"title": "ms per decode step", "rangemode": "tozero"},
         legend={"orientation": "h", "x": 0, "y": -0.45, "yanchor": "top", "traceorder": "normal"},
         template="plotly_white",
         height=340,
         margin={"l": 110},
     )
-    return fig
+    note = f"kernels of one profiled step: {totals}"
+    return titled(fig, "Where one decode step's GPU time goes", note, full_width=True)

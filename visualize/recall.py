@@ -9,9 +9,10 @@ import plotly.graph_objects as go
 
 from adamas.config import check_int
 from visualize.checks import as_array, check_layers
-from visualize.style import ADAMAS_COLOR, DENSE_FILL
+from visualize.style import ADAMAS_COLOR, DENSE_FILL, titled
 
 BAND_COLOR = "rgba(214, 39, 40, 0.18)"
+MAX_LAYER_TICKS = 16  # layer numbers on the axis, level and apart, in a half-width panel
 RECALL_SLACK = 1e-3  # recall is a ratio of two float sums, so a perfect selection may land a hair above 1
 
 
@@ -60,19 +61,36 @@ def recall_by_layer(recall: np.ndarray, dense_layers: Sequence[int] = (), budget
             "<extra></extra>",
         )
     )
-    for layer in dense:
-        fig.add_vrect(x0=layer - 0.5, x1=layer + 0.5, fillcolor=DENSE_FILL, line_width=0, layer="below")
-        fig.add_annotation(x=layer, y=0.5, text="dense", textangle=-90, showarrow=False, font={"color": "#555"})
-    heading = "Recall per layer: selected attention mass / true top-K mass"
-    if budget is not None:
-        heading += f", budget {budget}"
+    for first, last in runs(dense):  # one band and label a run: neighbouring layers' labels would overlap
+        fig.add_vrect(x0=first - 0.5, x1=last + 0.5, fillcolor=DENSE_FILL, line_width=0, layer="below")
+        fig.add_annotation(
+            x=(first + last) / 2, y=0.5, text="dense", textangle=-90, showarrow=False, font={"color": "#555"}
+        )
     sparse = mean[~np.isnan(mean)]
     overall = f"mean over sparse layers {sparse.mean():.3f}" if sparse.size else "no sparse layer recorded"
+    kept = "selected attention mass / true top-K mass" + ("" if budget is None else f", budget {budget}")
+    notes = [kept, f"{values.shape[0]} steps; {overall}"]
     fig.update_layout(
-        title={"text": f"{heading}<br><sup>{values.shape[0]} steps; {overall}</sup>"},
-        xaxis={"title": "layer", "range": [-0.5, layers[-1] + 0.5], "dtick": 1 if layers.size <= 32 else None},
+        xaxis={
+            "title": "layer",
+            "range": [-0.5, layers[-1] + 0.5],
+            "tick0": 0,
+            "dtick": -(-layers.size // MAX_LAYER_TICKS),
+            "tickangle": 0,
+        },
         yaxis={"title": "recall", "range": [0, 1]},
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
         template="plotly_white",
     )
-    return fig
+    return titled(fig, "Recall per layer", *notes, legend_above=True)
+
+
+def runs(layers: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive layers in the sorted `layers`: (0, 1, 5) -> [(0, 1), (5, 5)]."""
+    found: list[tuple[int, int]] = []
+    for layer in layers:
+        if found and found[-1][1] == layer - 1:
+            found[-1] = (found[-1][0], layer)
+        else:
+            found.append((layer, layer))
+    return found

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from adamas.config import check_int
 from visualize.checks import as_vector
-from visualize.style import ADAMAS_COLOR
+from visualize.style import ADAMAS_COLOR, titled
 
 SELECTED_COLOR = ADAMAS_COLOR
 OTHER_COLOR = "#b0b0b0"
@@ -63,13 +63,13 @@ def estimated_vs_true_scatter(
             )
         )
     cut = float(est[sel].min())
-    fig.add_vline(x=cut, line_dash="dash", line_color="black", annotation_text=f"budget {budget} cut")
-    heading = title or "True vs estimated score per token"
+    # the label goes left of the line: the cut sits near the right edge, where the best-scored tokens are
+    label = {"annotation_text": f"budget {budget} cut", "annotation_position": "top left"}
+    fig.add_vline(x=cut, line_dash="dash", line_color="black", **label)
     fig.update_layout(
-        title=f"{heading} — recall@{budget} = {recall:.3f}",
         xaxis_title="estimated score (−Manhattan distance of codes)",
         yaxis_title="true score (q·k / √d)",
         legend={"orientation": "h", "y": -0.2},
         template="plotly_white",
     )
-    return fig
+    return titled(fig, title or "True vs estimated score per token", f"recall@{budget} = {recall:.3f}")
