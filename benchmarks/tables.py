@@ -1,0 +1,364 @@
+"""The documents' tables of measured results, generated from the committed results files.
+
+    python -m benchmarks.tables            # print every table
+    python -m benchmarks.tables --write    # rewrite the tables in README.md and docs/*.md
+    python -m benchmarks.tables --check    # exit 1 where a document's table differs from its results file
+
+A document holds a table between `<!-- table: NAME -->` and `<!-- /table -->`; NAME is one of TABLES.
+After a benchmark writes a new results file, `--write` puts its numbers into every document that
+shows them, and tests/test_tables.py fails until it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCUMENTS = ("README.md", "docs/performance.md", "docs/evaluation.md", "docs/scale.md")
+BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
+ATTENTION_SHAPE, BUDGET = "llama3-8b", 128
+"""The attention step's tables show the Llama-3-8B shape (32 query / 8 KV heads, d = 128) at budget 128."""
+
+
+@cache
+def records(name: str) -> list[dict]:
+    """The records of benchmarks/results/`name`."""
+    return json.loads((RESULTS / name).read_text())["records"]
+
+
+def markdown(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table: the first column, which names the row, left-aligned; the numbers right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|:---|" + "|".join("---:" for _ in header[1:]) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]) + "\n"
+
+
+def tokens(n: int) -> str:
+    """A context length as the tables write it: 8K, 128K."""
+    return f"{round(n / 1024)}K"
+
+
+def eval_value(task: str, selector: str, budget: int | None, length: int) -> float:
+    """One cell of the evaluation grid on the default model (eval_h100/results.json)."""
+    found = [
+        r["value"]
+        for r in records("eval_h100/results.json")
+        if (r["task"], r["selector"], r["budget"], r["length"]) == (task, selector, budget, length)
+    ]
+    if len(found) != 1:
+        raise ValueError(f"eval_h100 holds {len(found)} records of {task}, {selector}, {budget}, {length}")
+    return found[0]
+
+
+def headline() -> str:
+    """README's table: the attention step and the whole model on the GPU, decode on a CPU, and what is kept."""
+    step = next(r for r in _attention(1) if r["L"] == 131072)
+    e2e = {(r["context"], r["batch"]): r for r in records("e2e_h200.json")}
+    cpu = _cpu_decode()[-1]
+    rows = [
+        [
+            "one attention layer's decode step, batch 1",
+            "Llama-3-8B shape, H200",
+            tokens(step["L"]),
+            BUDGET,
+            f"{step['dense_us']:.1f} µs",
+            f"{step['adamas_us']:.1f} µs ({step['speedup']:.2f}x)",
+            "`attention_h200.json`",
+        ]
+    ]
+    for context, batch in ((32768, 4), (131072, 1), (131072, 4)):
+        r = e2e[context, batch]
+        rows.append(
+            [
+                f"whole-model decode step, batch {batch}",
+                "Llama-3.1-8B shape, H200",
+                tokens(context),
+                BUDGET,
+                f"{r['full_ms_median']:.2f} ms",
+                f"{r['adamas_ms_median']:.2f} ms ({r['speedup']:.2f}x)",
+                "`e2e_h200.json`",
+            ]
+        )
+    rows.append(
+        [
+            "whole-model decode step, batch 1",
+            "SmolLM2-135M, 2-core CPU",
+            tokens(cpu["context"]),
+            BUDGET,
+            f"{cpu['full']:.1f} ms",
+            f"{cpu['adamas']:.1f} ms ({cpu['full'] / cpu['adamas']:.2f}x)",
+            "`decode_cpu.json`",
+        ]
+    )
+    for task, length, what in (("passkey", 4096, "passkeys found"), ("recall", 8192, "top-K attention mass kept")):
+        full = 1.0 if task == "recall" else eval_value(task, "full", None, length)
+        calibrated, paper = (eval_value(task, s, 64, length) for s in ("adamas-calibrated", "adamas"))
+        rows.append(
+            [
+                f"{what} (calibrated thresholds; the paper's)",
+                "SmolLM2-135M",
+                tokens(length),
+                64,
+                f"{full:.2f}",
+                f"{calibrated:.2f} ({paper:.2f})",
+                "`eval_h100/results.json`",
+            ]
+        )
+    header = ["measure", "model, device", "context", "budget", "full attention", "Adamas", "results file"]
+    return markdown(header, rows)
+
+
+def _attention(batch: int) -> list[dict]:
+    rows = [
+        r
+        for r in records("attention_h200.json")
+        if (r["shape"], r["budget"], r["batch"]) == (ATTENTION_SHAPE, BUDGET, batch)
+    ]
+    return sorted(rows, key=lambda r: r["L"])
+
+
+def attention() -> str:
+    """The attention step against dense decodes, and its parts, per context and batch."""
+    rows = [
+        [
+            tokens(r["L"]),
+            r["batch"],
+            f"{r['dense_us']:.1f}",
+            f"{r['dense_split_k_us']:.1f}",
+            f"{r['dense_masked_sdpa_us']:.0f}",
+            f"{r['adamas_us']:.1f}",
+            f"{r['adamas_two_kernel_us']:.1f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['encode_q_us']:.1f}",
+            f"{r['nearest_us']:.1f} ({r['scan_us']:.1f})",
+            f"{r['attention_us']:.1f}",
+            f"{r['over_floor']:.1f}x",
+        ]
+        for batch in (1, 8)
+        for r in _attention(batch)
+    ]
+    header = ["context", "batch", "SDPA dense (flash)", "split-K dense, masked", "SDPA, masked", "Adamas"]
+    header += ["Adamas, two-kernel", "speedup over flash", "encode q", "select: fused (its scan)", "sparse attention"]
+    return markdown([*header, "over codes floor"], rows)
+
+
+def kernels() -> str:
+    """Each kernel's device time in one eager Adamas step (batch 1), beside the step's graph-replay time."""
+    profiled = [r for r in _attention(1) if "adamas_kernels_us" in r]
+    names = list(dict.fromkeys(k for r in profiled for k in r["adamas_kernels_us"]))
+    rows = [
+        [
+            tokens(r["L"]),
+            *(f"{r['adamas_kernels_us'].get(k, 0):.1f}" for k in names),
+            f"{r['adamas_kernels_sum_us']:.1f}",
+            f"{r['adamas_us']:.1f}",
+        ]
+        for r in profiled
+    ]
+    return markdown(["context", *(k.strip("_").removesuffix("_kernel") for k in names), "sum", "graph replay"], rows)
+
+
+def e2e() -> str:
+    """Whole-model decode: full attention on the split-K kernel against Adamas; masked SDPA, the old baseline."""
+    sdpa = {(r["context"], r["batch"]): r["full_ms_median"] for r in records("e2e_h200_sdpa.json")}
+    rows = [
+        [
+            tokens(r["context"]),
+            r["batch"],
+            f"{r['prefill_ms'] / 1e3:.2f} s",
+            f"{100 * r['encode_share']:.1f}%",
+            f"{r['full_ms_median']:.2f} ms",
+            f"{r['adamas_ms_median']:.2f} ms",
+            f"{r['speedup']:.2f}x",
+            f"{sdpa[r['context'], r['batch']]:.2f} ms" if (r["context"], r["batch"]) in sdpa else "",
+            f"{r['peak_gib']:.1f} GiB",
+        ]
+        for r in sorted(records("e2e_h200.json"), key=lambda r: (r["context"], r["batch"]))
+    ]
+    header = ["context", "batch", "prefill", "key encoding, share of prefill", "full attention", "Adamas", "speedup"]
+    return markdown([*header, "full attention, masked SDPA", "peak memory"], rows)
+
+
+def _cpu_decode() -> list[dict]:
+    """Per context of decode_cpu.json: the median step of each attention and mode; full's faster, Adamas' fixed."""
+    by = {}
+    for r in records("decode_cpu.json"):
+        kind = "full" if r["attention"] == "full" else "adamas"
+        by.setdefault(r["context"], {})[f"{kind}_{r['mode']}"] = r["step_ms_median"]
+    rows = []
+    for context, ms in sorted(by.items()):
+        full, adamas = min(ms["full_eager"], ms["full_graph"]), ms["adamas_graph"]
+        rows.append({"context": context, **ms, "full": full, "adamas": adamas})
+    return rows
+
+
+def cpu_decode() -> str:
+    """Decode on the CPU: both cache paths of each mode, and Adamas on the fixed cache against the faster full."""
+    rows = [
+        [
+            tokens(r["context"]),
+            *(f"{r[k]:.1f}" for k in ("full_eager", "full_graph", "adamas_eager", "adamas_graph")),
+            f"{r['full'] / r['adamas']:.2f}x",
+        ]
+        for r in _cpu_decode()
+    ]
+    header = ["context", "full, dynamic cache", "full, fixed cache", "Adamas, dynamic cache", "Adamas, fixed cache"]
+    return markdown([*header, "Adamas vs the faster full"], rows)
+
+
+def app() -> str:
+    """The app's ms per token through /compare against the whole-model benchmark's, same model and context."""
+    by = {}
+    for r in records("app_h200.json"):
+        by.setdefault(r["context"], {})[r["mode"]] = f"{r['app_ms_per_token']:.2f} / {r['bench_ms_per_token']:.2f} ms"
+    rows = [[f"{context:,}", ms["adamas"], ms["full"]] for context, ms in sorted(by.items())]
+    return markdown(["context (tokens)", "Adamas: app / benchmark", "full attention: app / benchmark"], rows)
+
+
+def thresholds() -> str:
+    """Recall of the true top-K attention mass per threshold setting and budget, on the default model."""
+    by = {}
+    for r in records("threshold_recall_cpu.json"):
+        by.setdefault(str(r["thresholds"]), {})[r["budget"]] = f"{r['recall']:.3f}"
+    budgets = sorted({b for cells in by.values() for b in cells})
+    rows = [[name, *(cells.get(b, "") for b in budgets)] for name, cells in by.items()]
+    return markdown(["thresholds", *(f"budget {b}" for b in budgets)], rows)
+
+
+def targets() -> str:
+    """The project's performance targets beside what the H200 files measured (batches 1 and the largest)."""
+    step = {(r["L"], r["batch"]): r for batch in (1, 8) for r in _attention(batch)}
+    e2e = {(r["context"], r["batch"]): r for r in records("e2e_h200.json")}
+
+    def verdict(values: dict[int, float], met: Callable[[float], bool], name: Callable[[int], str] = "batch {}".format):
+        passed = [name(key) for key, value in values.items() if met(value)]
+        if len(passed) == len(values):
+            return "met"
+        return "not met" if not passed else "met at " + " and ".join(passed) + " only"
+
+    rows = []
+    for context, goal in ((32768, 8), (131072, 15)):
+        speedups = {b: step[context, b]["speedup"] for b in (1, 8)}
+        rows.append(
+            [
+                f"attention step ≥ {goal}x SDPA at {tokens(context)} (budget {BUDGET}, Llama-3-8B shape)",
+                ", ".join(f"{v:.1f}x at batch {b}" for b, v in speedups.items()),
+                verdict(speedups, lambda v, goal=goal: v >= goal),
+            ]
+        )
+    floor = {b: step[131072, b]["over_floor"] for b in (1, 8)}
+    rows.append(
+        [
+            "within 3x of the 2-bit codes' memory floor at 128K",
+            ", ".join(f"{v:.1f}x above it at batch {b}" for b, v in floor.items()),
+            verdict(floor, lambda v: v <= 3),
+        ]
+    )
+    for context, goal in ((32768, 1.5), (131072, 2.0)):
+        speedups = {b: e2e[context, b]["speedup"] for b in (1, 4)}
+        rows.append(
+            [
+                f"end to end ≥ {goal}x at {tokens(context)} (Llama-3.1-8B shape)",
+                ", ".join(f"{v:.2f}x at batch {b}" for b, v in speedups.items()),
+                verdict(speedups, lambda v, goal=goal: v >= goal),
+            ]
+        )
+    shares = {c: [100 * e2e[c, b]["encode_share"] for b in (1, 4)] for c in (8192, 32768, 131072)}
+    rows.append(
+        [
+            "key encoding < 3% of prefill",
+            "; ".join(f"{_span(v)}% at {tokens(c)}" for c, v in shares.items()),
+            verdict({c: max(v) for c, v in shares.items()}, lambda v: v < 3, tokens),
+        ]
+    )
+    codes = e2e[131072, 1]["codes_per_kv_adamas_layer"]
+    rows.append(
+        ["codes add 1/16 of K+V", f"1/{1 / codes:.0f} per Adamas layer", "met" if codes <= 1 / 16 else "not met"]
+    )
+    return markdown(["target", "measured", ""], rows)
+
+
+def _span(values: list[float]) -> str:
+    """The range of `values` to one decimal, one number when they round alike."""
+    low, high = f"{min(values):.1f}", f"{max(values):.1f}"
+    return low if low == high else f"{low}–{high}"
+
+
+def _cell(value: float, metric: str) -> str:
+    """A grid value as the evaluation table writes it: shares to two decimals, perplexities to three digits."""
+    if metric == "perplexity":
+        return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def grid() -> str:
+    """The evaluation grid on the default model: per task and length, each selector across budgets 16 … 1024."""
+    budgets, selectors = (16, 64, 128, 512, 1024), ("adamas", "adamas-calibrated", "quest", "streaming", "oracle")
+    shown = [("passkey", 2048), ("passkey", 4096), ("multikey", 4096), ("multivalue", 2048)]
+    shown += [("perplexity", 2048), ("perplexity", 8192), ("recall", 2048), ("recall", 8192)]
+    rows = []
+    for task, length in shown:
+        metric = {"perplexity": "perplexity", "recall": "recall"}.get(task, "accuracy")
+        full = "—" if task == "recall" else _cell(eval_value(task, "full", None, length), metric)
+        cells = [" / ".join(_cell(eval_value(task, s, b, length), metric) for b in budgets) for s in selectors]
+        rows.append([f"{task}, {tokens(length)}", full, *cells])
+    header = ["task, length", "full", "adamas (paper)", "adamas-calibrated", "quest", "streaming", "oracle"]
+    return markdown(header, rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "headline": headline,
+    "attention": attention,
+    "kernels": kernels,
+    "e2e": e2e,
+    "cpu-decode": cpu_decode,
+    "app": app,
+    "thresholds": thresholds,
+    "targets": targets,
+    "grid": grid,
+}
+
+
+def render(text: str) -> str:
+    """`text` with every table block regenerated; ValueError naming an unknown table."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+        return match.group(1) + TABLES[name]() + match.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Regenerate the documents' tables from benchmarks/results")
+    parser.add_argument("--write", action="store_true", help="rewrite the tables in " + ", ".join(DOCUMENTS))
+    parser.add_argument("--check", action="store_true", help="exit 1 if a document's table is out of date")
+    args = parser.parse_args(argv)
+    if not (args.write or args.check):
+        for name, table in TABLES.items():
+            print(f"<!-- table: {name} -->\n{table()}")
+        return 0
+    stale = []
+    for document in DOCUMENTS:
+        path = ROOT / document
+        text = path.read_text()
+        fresh = render(text)
+        if fresh != text:
+            stale.append(document)
+            if args.write:
+                path.write_text(fresh)
+    if stale:
+        print(("rewrote " if args.write else "out of date: ") + ", ".join(stale), file=sys.stderr)
+    return 1 if stale and not args.write else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
