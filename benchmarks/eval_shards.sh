@@ -4,8 +4,8 @@
 # Each process runs `--shard k/N` into OUT/shards/k (its log beside it); the merge writes
 # OUT/results.json and OUT/results.md. On a GPU a decode step of a small model is bound by
 # the host's kernel launches, so N processes on N cores keep one GPU busier than one can.
-# They share its memory too: 15 SmolLM2 processes at 8K in fp32 on an H100 sometimes ran
-# out of it. A failed shard is named with the end of its log; rerun it alone, then merge:
+# They share its memory too, so too many at long contexts run out of it. A failed shard is
+# named with the end of its log; rerun it alone, then merge:
 #   python -m adamas.eval --merge OUT/shards/1 ... OUT/shards/N --out OUT
 set -euo pipefail
 if [ $# -lt 2 ]; then
