@@ -103,6 +103,21 @@ SHAPES: dict[str, tuple[str, dict]] = {  # (model type, config fields) of real m
         ),
     ),
 }
+
+
+def _heads(shape: str) -> tuple[int, int, int]:
+    """(Hq, Hkv, d) of one attention layer of a named shape."""
+    fields = SHAPES[shape][1]
+    return fields["num_attention_heads"], fields["num_key_value_heads"], fields["head_dim"]
+
+
+ATTENTION_SHAPES: dict[str, tuple[int, int, int]] = {
+    "llama3-8b": _heads("llama-3.1-8b"),
+    "qwen2.5-7b": _heads("qwen2.5-7b"),
+    "mha-7b": (32, 32, 128),  # Llama-2-7B and LongChat-7B, the paper's models: a KV head per query head
+}
+"""(Hq, Hkv, d) of one attention layer, by the names the attention benchmarks record in their results."""
+
 FAMILIES = {
     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
