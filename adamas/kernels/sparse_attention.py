@@ -2,7 +2,8 @@
 
 Each query head's K selected rows are cut into splits; one program per (batch, head,
 split) gathers its rows block by block with an online softmax in fp32 and writes a
-partial (max, sum, accumulator); a second kernel merges the splits by log-sum-exp.
+partial (max, sum, accumulator); the splits are merged by log-sum-exp, by the head's last
+split to finish when few programs run (one launch less), else by a kernel of its own.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ import torch
 import triton
 import triton.language as tl
 
+from adamas.kernels.runtime import zeroed
+
 _LOG2E = 1.4426950408889634
 MAX_SPLITS = 16
+# programs (batch x head x split) up to which the last split merges: a launch saved where few run;
+# with many, the counters and the barrier cost more than the merge kernel
+FUSED_MERGE_PROGRAMS = 256
 
 
 @triton.jit
@@ -24,6 +30,8 @@ def _sparse_attention_partial_kernel(
     m_ptr,
     l_ptr,
     acc_ptr,
+    count_ptr,
+    o_ptr,
     K,
     HQ,
     scale_log2,
@@ -37,8 +45,12 @@ def _sparse_attention_partial_kernel(
     stride_vl,
     stride_ib,
     stride_ih,
+    stride_ob,
+    stride_oh,
     CHUNK,
-    NUM_SPLITS,
+    NUM_SPLITS: tl.constexpr,
+    S_PAD: tl.constexpr,
+    FUSED_MERGE: tl.constexpr,
     GROUP: tl.constexpr,
     D: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -76,11 +88,37 @@ def _sparse_attention_partial_kernel(
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v, axis=0)
         b_m = b_m_new
-    o_part = i_bh * NUM_SPLITS + i_s
-    o_one = tl.arange(0, 1)
-    tl.store(m_ptr + o_part + o_one, b_m)
-    tl.store(l_ptr + o_part + o_one, b_l)
-    tl.store(acc_ptr + o_part * D + o_d, b_acc)
+    p_o = o_ptr + i_b * stride_ob + i_h * stride_oh + o_d
+    if NUM_SPLITS == 1:
+        tl.store(p_o, (b_acc / b_l).to(o_ptr.dtype.element_ty))
+    else:
+        o_part = i_bh * NUM_SPLITS + i_s
+        o_one = tl.arange(0, 1)
+        tl.store(m_ptr + o_part + o_one, b_m)
+        tl.store(l_ptr + o_part + o_one, b_l)
+        tl.store(acc_ptr + o_part * D + o_d, b_acc)
+        if FUSED_MERGE:
+            # every thread's stores are issued before the count says this split is done
+            tl.debug_barrier()
+            if tl.atomic_add(count_ptr + i_bh, 1, sem="acq_rel") == NUM_SPLITS - 1:
+                tl.store(p_o, _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD, D).to(o_ptr.dtype.element_ty))
+                tl.store(count_ptr + i_bh, 0)
+
+
+@triton.jit
+def _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD: tl.constexpr, D: tl.constexpr):
+    """One head's output [D] from its splits' partials (rows i_bh * NUM_SPLITS + split), joined by log-sum-exp."""
+    o_s = tl.arange(0, S_PAD)
+    m_s = o_s < NUM_SPLITS
+    o_d = tl.arange(0, D)
+    p_part = i_bh * NUM_SPLITS + o_s
+    # [S_PAD] written by other programs: read from L2, past this SM's cache
+    b_m = tl.load(m_ptr + p_part, mask=m_s, other=float("-inf"), cache_modifier=".cg")
+    b_l = tl.load(l_ptr + p_part, mask=m_s, other=0.0, cache_modifier=".cg")
+    # [S_PAD, D]
+    b_acc = tl.load(acc_ptr + p_part[:, None] * D + o_d[None, :], mask=m_s[:, None], other=0.0, cache_modifier=".cg")
+    b_w = tl.where(m_s, tl.exp2(b_m - tl.max(b_m, axis=0)), 0.0)
+    return tl.sum(b_w[:, None] * b_acc, axis=0) / tl.sum(b_w * b_l, axis=0)
 
 
 @triton.jit
@@ -98,18 +136,8 @@ def _sparse_attention_merge_kernel(
 ):
     i_bh = tl.program_id(0)
     i_b, i_h = i_bh // HQ, i_bh % HQ
-    o_s = tl.arange(0, S_PAD)
-    m_s = o_s < NUM_SPLITS
-    o_d = tl.arange(0, D)
-    # [S_PAD]
-    b_m = tl.load(m_ptr + i_bh * NUM_SPLITS + o_s, mask=m_s, other=float("-inf"))
-    b_l = tl.load(l_ptr + i_bh * NUM_SPLITS + o_s, mask=m_s, other=0.0)
-    # [S_PAD, D]
-    b_acc = tl.load(acc_ptr + (i_bh * NUM_SPLITS + o_s)[:, None] * D + o_d[None, :], mask=m_s[:, None], other=0.0)
-    b_w = tl.exp2(b_m - tl.max(b_m, axis=0))
-    b_w = tl.where(m_s, b_w, 0.0)
-    b_o = tl.sum(b_w[:, None] * b_acc, axis=0) / tl.sum(b_w * b_l, axis=0)
-    tl.store(o_ptr + i_b * stride_ob + i_h * stride_oh + o_d, b_o.to(o_ptr.dtype.element_ty))
+    b_o = _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD, D)
+    tl.store(o_ptr + i_b * stride_ob + i_h * stride_oh + tl.arange(0, D), b_o.to(o_ptr.dtype.element_ty))
 
 
 def _splits(k: int, block_k: int) -> tuple[int, int]:
@@ -129,8 +157,14 @@ def merge_splits(
     m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int, q: torch.Tensor
 ) -> torch.Tensor:
     """Join each (batch, head)'s split partials (row (b * Hq + h) * num_splits + split) by log-sum-exp: [B, Hq, d]."""
-    b, hq, d = q.shape
-    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    return _merge_into(out, m_part, l_part, acc_part, num_splits)
+
+
+def _merge_into(
+    out: torch.Tensor, m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int
+) -> torch.Tensor:
+    b, hq, d = out.shape
     _sparse_attention_merge_kernel[(b * hq,)](
         m_part,
         l_part,
@@ -147,44 +181,59 @@ def merge_splits(
 
 
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    scale: float,
+    fused_merge_programs: int = FUSED_MERGE_PROGRAMS,
 ) -> torch.Tensor:
     """Softmax attention over selected rows: q [B, Hq, d], k/v [B, Hkv, L, d], idx [B, Hq, K] -> [B, Hq, d].
 
     Accumulates in fp32, returns q's dtype. Last dims must be contiguous; indices must
     lie in [0, L), or be -1 for an empty slot (each row needs one real index); inputs are
-    trusted (see adamas.ops).
+    trusted (see adamas.ops). Up to `fused_merge_programs` programs, the last split merges.
     """
     b, hq, d = q.shape
     n_sel = idx.shape[-1]
     block_k = 32
     num_splits, chunk = _splits(n_sel, block_k)
     m_part, l_part, acc_part = split_partials(b * hq * num_splits, d, q.device)
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    fused = b * hq * num_splits <= fused_merge_programs
     _sparse_attention_partial_kernel[(b * hq, num_splits)](
-        q,
-        k,
-        v,
-        idx,
-        m_part,
-        l_part,
-        acc_part,
-        n_sel,
-        hq,
-        scale * _LOG2E,
-        q.stride(0),
-        q.stride(1),
-        k.stride(0),
-        k.stride(1),
-        k.stride(2),
-        v.stride(0),
-        v.stride(1),
-        v.stride(2),
-        idx.stride(0),
-        idx.stride(1),
-        chunk,
+        q_ptr=q,
+        k_ptr=k,
+        v_ptr=v,
+        idx_ptr=idx,
+        m_ptr=m_part,
+        l_ptr=l_part,
+        acc_ptr=acc_part,
+        count_ptr=zeroed("sparse-attention-count", b * hq, q.device) if fused else m_part,
+        o_ptr=out,
+        K=n_sel,
+        HQ=hq,
+        scale_log2=scale * _LOG2E,
+        stride_qb=q.stride(0),
+        stride_qh=q.stride(1),
+        stride_kb=k.stride(0),
+        stride_kh=k.stride(1),
+        stride_kl=k.stride(2),
+        stride_vb=v.stride(0),
+        stride_vh=v.stride(1),
+        stride_vl=v.stride(2),
+        stride_ib=idx.stride(0),
+        stride_ih=idx.stride(1),
+        stride_ob=out.stride(0),
+        stride_oh=out.stride(1),
+        CHUNK=chunk,
         NUM_SPLITS=num_splits,
+        S_PAD=triton.next_power_of_2(num_splits),
+        FUSED_MERGE=fused,
         GROUP=hq // k.shape[1],
         D=d,
         BLOCK_K=block_k,
     )
-    return merge_splits(m_part, l_part, acc_part, num_splits, q)
+    if num_splits > 1 and not fused:
+        _merge_into(out, m_part, l_part, acc_part, num_splits)
+    return out

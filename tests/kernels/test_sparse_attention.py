@@ -5,7 +5,7 @@ import torch
 from helpers import DEVICE, assert_close, dtypes, randn, seeded, shapes
 
 import adamas
-from adamas import reference
+from adamas import kernels, reference
 
 
 def random_indices(b: int, hq: int, length: int, n_sel: int, gen: torch.Generator) -> torch.Tensor:
@@ -47,3 +47,17 @@ def test_sparse_attention_kernel_skips_empty_slots(dtype):
     idx[1, 3, 1:] = -1  # a single real row
     out = adamas.sparse_attention(q, k, v, idx, backend="triton")
     assert_close("sparse_attention", out, reference.sparse_attention(q, k, v, idx, 0.125), dtype)
+
+
+@pytest.mark.parametrize("fused_merge_programs", [0, 10**6], ids=["merge-kernel", "last-split-merges"])
+@dtypes
+def test_sparse_attention_kernel_merges_splits_either_way(fused_merge_programs, dtype):
+    """The splits' partials joined by a kernel of their own or by each head's last split: the same output, twice."""
+    b, hq, hkv, length, d = 2, 6, 2, 500, 64
+    gen = seeded("attn-merge", fused_merge_programs, dtype)
+    q, k, v = (randn(*s, gen=gen, dtype=dtype) for s in [(b, hq, d), (b, hkv, length, d), (b, hkv, length, d)])
+    idx = random_indices(b, hq, length, 200, gen)  # several splits per head
+    want = reference.sparse_attention(q, k, v, idx, d**-0.5)
+    for _ in range(2):  # the second call finds the counters the first left at zero
+        out = kernels.sparse_attention(q, k, v, idx, d**-0.5, fused_merge_programs=fused_merge_programs)
+        assert_close("sparse_attention", out, want, dtype)
