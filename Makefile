@@ -51,7 +51,8 @@ BENCH_DEVICE ?= h200
 BENCH_DIR ?= benchmarks/results
 E2E_ARGS ?=
 ATTENTION_ARGS ?=
-PEERS_ARGS ?=
+PEERS ?= .peers
+PEERS_ARGS ?= --sglang $(PEERS)/sglang --adamas-src $(PEERS)/adamas-authors --include $(PEERS)/include
 bench-gpu:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e $(E2E_ARGS) --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
 	$(GPU_PYTHON) -m benchmarks.bench_attention --profile $(ATTENTION_ARGS) --out $(BENCH_DIR)/attention_$(BENCH_DEVICE).json

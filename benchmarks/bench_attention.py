@@ -35,8 +35,8 @@ import torch.nn.functional as F
 import adamas
 from adamas import kernels
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
+from benchmarks.models import ATTENTION_SHAPES as SHAPES
 
-SHAPES = {"llama3-8b": (32, 8, 128), "qwen2.5-7b": (28, 4, 128), "mha-7b": (32, 32, 128)}  # (Hq, Hkv, d)
 # bytes/s of the codes floor: the H100's device-to-device copy (shared notes); on the H200 dense
 # SDPA's best read in its grid (4.61 TB/s); other devices take the H100's
 FLOOR_BANDWIDTH = {"h100": 3.0e12, "h200": 4.6e12}
@@ -264,6 +264,18 @@ def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
     return records
 
 
+def parse_case(text: str) -> tuple[str, int, int, list[int]]:
+    """SHAPE:L:BATCH:BUDGET, e.g. llama3-8b:131072:8:128 -> (shape, length, batch, [budget])."""
+    try:
+        shape, length, batch, budget = text.split(":")
+        case = (shape, int(length), int(batch), [int(budget)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a case is SHAPE:L:BATCH:BUDGET, got {text!r}") from None
+    if shape not in SHAPES:
+        raise argparse.ArgumentTypeError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    return case
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -276,6 +288,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help=f"also time each kernel of the budget-{PROFILED_BUDGET} step (profiler)"
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        type=parse_case,
+        default=None,
+        metavar="SHAPE:L:BATCH:BUDGET",
+        help="time these cases instead of the grid of shapes x batches x lengths x budgets",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -284,17 +304,14 @@ def main() -> None:
     short = ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "adamas_two_kernel_us", "speedup"]
     short += ["nearest_us", "manhattan_select_us", "same_selection"]
     records, sweep = [], []
-    for shape in args.shapes:
-        for batch in args.batches:
-            for length in args.lengths:
-                records += bench_case(shape, length, batch, args.budgets, args.topk, args.flex, args.profile)
-                write_results(out, params, records)  # after every case: a run cut short keeps what it measured
-                print_table(records[-len(args.budgets) :], short)
-                if args.sweep:
-                    sweep += sweep_case(shape, length, batch, args.budgets[0])
-                    print_table(
-                        sweep[-len(SWEEP) :], ["L", "batch", "variant", "nearest_us", "scan_us", "same_selection"]
-                    )
+    grid = [(s, n, b, args.budgets) for s in args.shapes for b in args.batches for n in args.lengths]
+    for shape, length, batch, budgets in grid if args.cases is None else args.cases:
+        records += bench_case(shape, length, batch, budgets, args.topk, args.flex, args.profile)
+        write_results(out, params, records)  # after every case: a run cut short keeps what it measured
+        print_table(records[-len(budgets) :], short)
+        if args.sweep:
+            sweep += sweep_case(shape, length, batch, budgets[0])
+            print_table(sweep[-len(SWEEP) :], ["L", "batch", "variant", "nearest_us", "scan_us", "same_selection"])
     write_results(out, params, records)
     if args.sweep:
         variants = {name: dataclasses.asdict(launch) for name, launch in SWEEP.items()}

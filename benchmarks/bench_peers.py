@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
+from benchmarks.models import ATTENTION_SHAPES as SHAPES
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,6 @@ class Case:
     budget: int
 
 
-SHAPES = {"llama3-8b": (32, 8, 128), "mha-7b": (32, 32, 128)}  # (Hq, Hkv, d), as bench_attention
 CASES = {
     "llama3-8b-32k": Case("llama3-8b", 32768, 1, 128),
     "llama3-8b-128k": Case("llama3-8b", 131072, 1, 128),
