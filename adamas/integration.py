@@ -263,7 +263,7 @@ def dense_attention(
     group's heads the queries of its KV head, so that K and V are not copied to every query
     head (transformers' SDPA path does that before 5.24 whenever it gets a mask). Unmasked
     steps (a dynamic cache) take the grouped call too on a CPU, where SDPA's enable_gqa
-    path is slower (one SmolLM2 layer at 4K, 1 thread: 517 -> 347 us); on CUDA they keep
+    path is slower there (docs/performance.md); on CUDA they keep
     transformers' flash call.
     """
     groups = getattr(module, "num_key_value_groups", 1)

@@ -314,12 +314,9 @@ def decode_attention_unchecked(
 NEAREST_MAX_BUDGET = 256
 NEAREST_MIN_TOKENS = 65536
 """Which selection a step takes (kernels.nearest, or kernels.manhattan + select: the same set).
-With 64 coarse bins the fused one is as fast or faster up to budget 256 at every length
-(attention_h200.json, batch 1, budget 128: 19.9 vs 21.8 µs at 4K, 35.9 vs 39.4 µs at 32K,
-56.1 vs 89.6 µs at 128K), and within 1% or faster at every budget from 64K keys (batch x
-context: 65.6 vs 91.9 µs at 128K, batch 1, budget 512; 406 vs 589 µs at batch 8, budget 2048).
-Below that, budgets from 512 win or lose a few µs either way (54.3 vs 48.0 µs at 16K, budget
-2048): the finish pass then loops over a large tie bin."""
+The fused one wins or ties up to budget 256 at every length and at every budget from 64K keys
+(batch x context); below that, larger budgets make its finish loop over a large tie bin, and
+the two kernels win or lose by little (benchmarks/results/attention_h200.json)."""
 
 
 def uses_fused_selection(budget: int, tokens: int) -> bool:
@@ -398,7 +395,7 @@ def _check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.T
         raise ValueError(
             f"per-head thresholds [H = {thresholds.shape[0]}, 3] need x [B, H, d] or [B, H, L, d], got {tuple(x.shape)}"
         )
-    # on the CPU a few Python floats are checked faster than by torch ops (~5 vs ~60 us a call)
+    # on the CPU a few Python floats are checked faster than by torch ops, which each cost a dispatch
     if thresholds.device.type == "cpu" and not all(
         math.isfinite(a) and math.isfinite(c) and a <= b <= c for a, b, c in thresholds.tolist()
     ):

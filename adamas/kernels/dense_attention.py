@@ -1,12 +1,12 @@
 """Exact softmax attention of one decode query over every valid cached key: split-K, GQA-grouped.
 
 The dense layers of an Adamas model, and full attention on a fixed-capacity cache, decode
-under a mask of the written slots. PyTorch's SDPA takes no flash kernel with a mask, and on
-the H100 a masked step at 128K cost over ten times what the unmasked flash path costs (most
-likely its kernel reads the whole cache from a handful of thread blocks; not profiled). Here the
-keys are cut into splits over many programs (flash-decoding): one program per (batch, KV
-head, split) reads each K/V tile once for all the query heads of its GQA group, with an
-online softmax in fp32, and sparse_attention's merge_splits joins them by log-sum-exp.
+under a mask of the written slots. PyTorch's SDPA takes no flash kernel with a mask, and its
+masked path reads a long cache from too few thread blocks to reach the memory's bandwidth
+(dense_masked_sdpa_us in benchmarks/results/attention_h200.json). Here the keys are cut into
+splits over many programs (flash-decoding): one program per (batch, KV head, split) reads
+each K/V tile once for all the query heads of its GQA group, with an online softmax in fp32,
+and sparse_attention's merge_splits joins them by log-sum-exp.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from adamas.kernels.sparse_attention import _LOG2E, merge_splits, split_partials
 BLOCK_L = 128  # keys per step of a split at most
 TILE_BYTES = 16384  # bytes of one K (or V) tile: a step's K and V, pipelined three deep, fit any recent GPU
 MIN_GROUP = 16  # tl.dot needs 16 rows: a group's query heads are padded to that
-PROGRAMS = 512  # programs to aim for over (batch, KV head, split): about four per SM on an H100
+PROGRAMS = 512  # programs to aim for over (batch, KV head, split): a few per SM
 MAX_SPLITS = 64  # splits per row at most: what the merge kernel reads at once
 
 
