@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import adamas
 from adamas import kernels
+from adamas.kernels import scan_select
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
 from benchmarks.models import ATTENTION_SHAPES as SHAPES
 
@@ -41,18 +42,17 @@ from benchmarks.models import ATTENTION_SHAPES as SHAPES
 # SDPA's best read in its grid (4.61 TB/s); other devices take the H100's
 FLOOR_BANDWIDTH = {"h100": 3.0e12, "h200": 4.6e12}
 COPY_BANDWIDTH = FLOOR_BANDWIDTH.get(device_slug(), 3.0e12)
-NEAREST = importlib.import_module("adamas.kernels.nearest")
 OPS = importlib.import_module("adamas.ops")
 SWEEP = {  # launch parameters of the fused selection tried by --sweep, one change at a time
-    "default": NEAREST.NearestLaunch(),
-    "block_l=128": NEAREST.NearestLaunch(block_l=128),
-    "block_l=512": NEAREST.NearestLaunch(block_l=512),
-    "scan_warps=8": NEAREST.NearestLaunch(scan_warps=8),
-    "scan_programs=512": NEAREST.NearestLaunch(scan_programs=512),
-    "scan_programs=2048": NEAREST.NearestLaunch(scan_programs=2048),
-    "max_chunks=64": NEAREST.NearestLaunch(max_chunks=64),
-    "coarse_bins=32": NEAREST.NearestLaunch(coarse_bins=32),
-    "coarse_bins=128": NEAREST.NearestLaunch(coarse_bins=128),
+    "default": scan_select.NearestLaunch(),
+    "block_l=128": scan_select.NearestLaunch(block_l=128),
+    "block_l=512": scan_select.NearestLaunch(block_l=512),
+    "scan_warps=8": scan_select.NearestLaunch(scan_warps=8),
+    "scan_programs=512": scan_select.NearestLaunch(scan_programs=512),
+    "scan_programs=2048": scan_select.NearestLaunch(scan_programs=2048),
+    "max_chunks=64": scan_select.NearestLaunch(max_chunks=64),
+    "coarse_bins=32": scan_select.NearestLaunch(coarse_bins=32),
+    "coarse_bins=128": scan_select.NearestLaunch(coarse_bins=128),
 }
 PROFILED_BUDGET = 128  # --profile breaks this budget's step (the targets') into its kernels
 SECONDARY_REPS = 3  # graph timings of the stages that only explain the totals (the totals take 5)
@@ -79,9 +79,9 @@ def two_kernel_step(q, k, v, k_codes, budget: int) -> torch.Tensor:
     return kernels.sparse_attention(q, k, v, idx, d**-0.5)
 
 
-def same_selection(s: dict, budget: int, launch: NEAREST.NearestLaunch | None = None) -> bool:
+def same_selection(s: dict, budget: int, launch: scan_select.NearestLaunch | None = None) -> bool:
     """Whether the fused and the two-kernel paths pick the same set of tokens in every row."""
-    fused = kernels.nearest(s["q_codes"], s["k_codes"], budget, launch=launch or NEAREST.NearestLaunch())
+    fused = kernels.nearest(s["q_codes"], s["k_codes"], budget, launch=launch or scan_select.NearestLaunch())
     split = kernels.select(s["dist"], budget, 3 * s["q"].shape[-1])
     return torch.equal(fused.sort(-1).values, split.sort(-1).values)
 
@@ -151,7 +151,7 @@ def bench_case(
     split_k_out = dense_split_k(s0["q"], s0["k"], s0["v"], s0["valid"])
     split_k_error = (split_k_out - dense(s0["q"], s0["k"], s0["v"])[:, :, 0]).abs().max().item()
     manhattan_us = stage_us(kernels.manhattan, ["q_codes", "k_codes"])
-    scan_us = stage_us(NEAREST.scan_distances, ["q_codes", "k_codes"])
+    scan_us = stage_us(scan_select.scan_distances, ["q_codes", "k_codes"])
     codes_bytes = batch * hkv * length * d // 4
     records = []
     for budget in budgets:
@@ -244,7 +244,7 @@ def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
     for variant, launch in SWEEP.items():
         select = functools.partial(kernels.nearest, launch=launch)
         nearest = time_us(calls(sets, select, ["q_codes", "k_codes"], budget), SECONDARY_REPS)
-        scan = functools.partial(NEAREST.scan_distances, launch=launch)
+        scan = functools.partial(scan_select.scan_distances, launch=launch)
         scan = time_us(calls(sets, scan, ["q_codes", "k_codes"]), SECONDARY_REPS)
         same = same_selection(sets[0], budget, launch)
         records.append(

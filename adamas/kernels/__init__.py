@@ -1,13 +1,17 @@
 """Triton kernels of the GPU decode path, one op a file; each mirrors its twin in adamas.reference.
 
-`nearest` is the decode step's selection: manhattan, mark_forced, select and drop_excluded in one op.
+Modules are named for how they work, the functions they export for what they compute (the
+names adamas.reference and adamas.cpu share): hadamard_encode (encode, hadamard),
+code_distance (manhattan), histogram_select (select), scan_select (nearest: the decode
+step's selection, manhattan + mark_forced + select + drop_excluded in one op), sparse_decode
+(sparse_attention) and dense_decode (dense_attention). bits and runtime hold their helpers.
 """
 
-from adamas.kernels.dense_attention import dense_attention
-from adamas.kernels.encode import encode, hadamard
-from adamas.kernels.manhattan import manhattan
-from adamas.kernels.nearest import nearest
-from adamas.kernels.select import select
-from adamas.kernels.sparse_attention import sparse_attention
+from adamas.kernels.code_distance import manhattan
+from adamas.kernels.dense_decode import dense_attention
+from adamas.kernels.hadamard_encode import encode, hadamard
+from adamas.kernels.histogram_select import select
+from adamas.kernels.scan_select import nearest
+from adamas.kernels.sparse_decode import sparse_attention
 
 __all__ = ["dense_attention", "encode", "hadamard", "manhattan", "nearest", "select", "sparse_attention"]

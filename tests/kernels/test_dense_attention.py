@@ -1,15 +1,12 @@
 """Triton split-K dense decode attention against the PyTorch reference."""
 
-import importlib
-
 import pytest
 import torch
 from helpers import DEVICE, assert_close, dtypes, randn, seeded, shapes
 
 import adamas
 from adamas import reference
-
-kernel = importlib.import_module("adamas.kernels.dense_attention")  # the module (the package exports the function)
+from adamas.kernels import dense_decode
 
 
 def random_valid(b: int, length: int, gen: torch.Generator) -> torch.Tensor:
@@ -44,7 +41,7 @@ def test_dense_attention_kernel_groups_past_the_padding(group):
 @dtypes
 def test_dense_attention_kernel_fixed_capacity_cache(dtype, monkeypatch):
     """A cache slice whose written slots are a prefix, over many splits, some holding no valid token."""
-    monkeypatch.setattr(kernel, "BLOCK_L", 16)  # many splits at a small size
+    monkeypatch.setattr(dense_decode, "BLOCK_L", 16)  # many splits at a small size
     gen = seeded("capacity", dtype)
     k_cache, v_cache = randn(2, 3, 500, 64, gen=gen, dtype=dtype), randn(2, 3, 500, 64, gen=gen, dtype=dtype)
     k, v = k_cache[:, :, :400], v_cache[:, :, :400]
@@ -53,7 +50,7 @@ def test_dense_attention_kernel_fixed_capacity_cache(dtype, monkeypatch):
     valid[0, :37] = True  # most splits of row 0 hold nothing
     valid[1, :] = True
     valid[1, 200:260] = False
-    assert kernel._splits(400, 2 * 3, kernel._block(64, k.element_size()))[0] > 8
+    assert dense_decode._splits(400, 2 * 3, dense_decode._block(64, k.element_size()))[0] > 8
     out = adamas.dense_attention(q, k, v, valid=valid, backend="triton")
     assert_close("dense_attention", out, reference.dense_attention(q, k, v, 0.125, valid), dtype)
 

@@ -1,14 +1,11 @@
 """Fused nearest (manhattan + select) against the reference stages and the two-kernel path: the same sets."""
 
-import importlib
-
 import pytest
 import torch
 from helpers import CUDA, DEVICE, random_codes, seeded
 
 from adamas import kernels, reference
-
-NEAREST = importlib.import_module("adamas.kernels.nearest")
+from adamas.kernels import scan_select
 
 # (B, Hq, Hkv, L, d): GQA groups 1, 4 and 7, batch 1 to 3, L = 1 and L off every block, d 16 to 256
 CASES = [
@@ -33,11 +30,11 @@ def case_id(case: tuple[int, ...]) -> str:
 
 
 @pytest.fixture(params=["default-blocks", "small-blocks"])
-def blocks(request) -> NEAREST.NearestLaunch:
+def blocks(request) -> scan_select.NearestLaunch:
     """The launch parameters as shipped, or shrunk so that small inputs span many chunks and loop steps."""
     if request.param == "small-blocks":
-        return NEAREST.NearestLaunch(block_l=32, max_chunks=8, split_block=64, finish_block=32)
-    return NEAREST.NearestLaunch()
+        return scan_select.NearestLaunch(block_l=32, max_chunks=8, split_block=64, finish_block=32)
+    return scan_select.NearestLaunch()
 
 
 def expected_sets(q_codes, k_codes, budget, sink=0, recent=0, valid=None) -> torch.Tensor:
@@ -80,7 +77,7 @@ def test_nearest_kernel(case, budget, blocks):
 @pytest.mark.parametrize("bins", [32, 128], ids=lambda n: f"{n}-bins")
 def test_nearest_kernel_with_other_coarse_bins(case, budget, bins):
     """Fewer, wider bins leave more candidates to the finish (and low bits even at d = 16); more leave fewer."""
-    launch = NEAREST.NearestLaunch(coarse_bins=bins)
+    launch = scan_select.NearestLaunch(coarse_bins=bins)
     b, hq, hkv, length, d = case
     gen = seeded("bins", bins, case, budget)
     q_codes, k_codes = random_codes(b, hq, d // 4, gen=gen), random_codes(b, hkv, length, d // 4, gen=gen)
@@ -129,9 +126,9 @@ def test_nearest_kernel_scan_writes_marked_int16_distances(blocks):
     gen = seeded("scan")
     q_codes, k_codes = random_codes(3, 8, 32, gen=gen), random_codes(3, 2, 150, 32, gen=gen)
     valid = padding(150)
-    s = NEAREST.scan_distances(q_codes, k_codes, 2, 3, valid, launch=blocks)
+    s = scan_select.scan_distances(q_codes, k_codes, 2, 3, valid, launch=blocks)
     want = reference.mark_forced(reference.manhattan(q_codes, k_codes), 2, 3, valid)
-    want = want.masked_fill(want == reference.EXCLUDED, NEAREST.EXCLUDED_16.value)
+    want = want.masked_fill(want == reference.EXCLUDED, scan_select.EXCLUDED_16.value)
     assert s.dist.dtype == torch.int16 and torch.equal(s.dist.int(), want)
     assert (s.hist.sum(dim=(1, 2)) == 150).all(), "the histograms must count every token once"
 

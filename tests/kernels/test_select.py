@@ -1,12 +1,11 @@
 """GPU-path selection (the histogram kernel for int32, torch.topk otherwise): any smallest set passes."""
 
-import importlib
-
 import pytest
 import torch
 from helpers import DEVICE, assert_valid_selection, seeded
 
 import adamas
+from adamas.kernels import histogram_select
 
 
 @pytest.mark.parametrize("length", [1, 67, 1000])
@@ -49,7 +48,7 @@ def test_select_kernel_takes_float_scores_through_topk():
 
 @pytest.mark.parametrize("length", [64 * 9 + 5, 64 * 16, 1000])
 def test_select_kernel_over_many_chunks(length, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("adamas.kernels.select"), "CHUNK", 64)  # 10-16 chunks
+    monkeypatch.setattr(histogram_select, "CHUNK", 64)  # 10-16 chunks
     dist = torch.randint(0, 61, (2, 3, length), generator=seeded("chunks", length), dtype=torch.int32).to(DEVICE)
     idx = adamas.select(dist, 200, backend="triton")
     assert_valid_selection(idx, dist, 200)

@@ -10,7 +10,7 @@ tokens and EXCLUDED for padding, so each fits one of 3d + 3 bins. Three kernels,
 3. each chunk writes its indices below t, then its first ties at t while the row needs them.
 Deterministic: the indices below t come in token order, then the earliest ties.
 int32 distances take this path; other dtypes (float scores) go to torch.topk.
-The decode step itself runs adamas.kernels.nearest, which computes the distances and a
+The decode step itself runs adamas.kernels.scan_select, which computes the distances and a
 coarse pass 1 in one kernel and shares pass 2 (and `_bin`) with this module.
 """
 

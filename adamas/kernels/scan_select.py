@@ -5,7 +5,7 @@ kernels and one pass over the key codes:
 1. scan: per chunk of tokens and GQA group, the distances (int16 rows padded to 16 tokens;
    forced tokens -1, excluded ones and the padding EXCLUDED_16) and, per query head, a coarse
    histogram: bin (d + 1) >> SHIFT, few bins, so that counting costs little beside the distance;
-2. threshold (select.py's kernel on the coarse histograms): the bin t holding the k-th
+2. threshold (histogram_select's kernel on the coarse histograms): the bin t holding the k-th
    smallest distance, and where each chunk's picks go;
 3. split: each chunk writes its tokens below bin t as picks, and its tokens in bin t as
    candidates (token << SHIFT | the distance's low bits) in token order;
@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.bits import popcount, thermometer, words
+from adamas.kernels.histogram_select import _bin, _threshold_kernel
 from adamas.kernels.runtime import interpreted
-from adamas.kernels.select import _bin, _threshold_kernel
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.runtime import interpreted
-from adamas.kernels.sparse_attention import _LOG2E, merge_splits, split_partials
+from adamas.kernels.sparse_decode import _LOG2E, merge_splits, split_partials
 
 BLOCK_L = 128  # keys per step of a split at most
 TILE_BYTES = 16384  # bytes of one K (or V) tile: a step's K and V, pipelined three deep, fit any recent GPU
