@@ -35,6 +35,7 @@ from adamas.config import (
     check_int,
     check_quantiles,
     check_thresholds,
+    max_code_distance,
 )
 
 F = TypeVar("F", bound=Callable)
@@ -343,7 +344,7 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes) -> 
     if impl is reference:
         idx = reference.select(dist, config.budget)  # [B, Hq, min(budget, L)]
     else:  # the histogram needs the distances' range: 0 .. 3d (no host sync to find it)
-        idx = impl.select(dist, config.budget, max_distance=3 * q.shape[-1])
+        idx = impl.select(dist, config.budget, max_distance=max_code_distance(q.shape[-1]))
     return reference.drop_excluded(idx, dist) if valid is not None else idx
 
 

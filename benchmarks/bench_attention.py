@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import adamas
 from adamas import kernels
+from adamas.config import max_code_distance
 from adamas.kernels import scan_select
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
 from benchmarks.models import ATTENTION_SHAPES as SHAPES
@@ -75,14 +76,14 @@ def two_kernel_step(q, k, v, k_codes, budget: int) -> torch.Tensor:
     """The decode step as it ran before the fused selection: encode, manhattan, select, attend."""
     d = q.shape[-1]
     q_codes = kernels.encode(q, adamas.PAPER_THRESHOLDS)
-    idx = kernels.select(kernels.manhattan(q_codes, k_codes), budget, 3 * d)
+    idx = kernels.select(kernels.manhattan(q_codes, k_codes), budget, max_code_distance(d))
     return kernels.sparse_attention(q, k, v, idx, d**-0.5)
 
 
 def same_selection(s: dict, budget: int, launch: scan_select.NearestLaunch | None = None) -> bool:
     """Whether the fused and the two-kernel paths pick the same set of tokens in every row."""
     fused = kernels.nearest(s["q_codes"], s["k_codes"], budget, launch=launch or scan_select.NearestLaunch())
-    split = kernels.select(s["dist"], budget, 3 * s["q"].shape[-1])
+    split = kernels.select(s["dist"], budget, max_code_distance(s["q"].shape[-1]))
     return torch.equal(fused.sort(-1).values, split.sort(-1).values)
 
 
@@ -159,7 +160,7 @@ def bench_case(
         for s in sets:
             s["idx"] = kernels.nearest(s["q_codes"], s["k_codes"], budget)
         nearest = time_us(calls(sets, kernels.nearest, ["q_codes", "k_codes"], budget))
-        select_us = stage_us(kernels.select, ["dist"], budget, 3 * d)
+        select_us = stage_us(kernels.select, ["dist"], budget, max_code_distance(d))
         attention_us = stage_us(kernels.sparse_attention, ["q", "k", "v", "idx"], d**-0.5)
         config = adamas.AdamasConfig.paper(budget, dense_layers=())  # the stages above force no tokens
         total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))

@@ -149,7 +149,7 @@ def main() -> None:
     )
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 8000])
     parser.add_argument("--budgets", type=int, nargs="+", default=[128])
-    parser.add_argument("--thresholds", default="calibrated")
+    parser.add_argument("--thresholds", default=adamas.AdamasConfig().thresholds)
     parser.add_argument("--backend", default="auto", choices=list(BACKENDS), help="Adamas' backend (auto: by device)")
     parser.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph"])
     parser.add_argument("--steps", type=int, default=32)
