@@ -213,14 +213,15 @@ class Studio:
 
         Raises Busy when too many runs wait or the wait is too long, Stopped once `stop` is set.
         """
-        turn, since = self.lane.join(), time.monotonic()
+        turn, since, told = self.lane.join(), time.monotonic(), None
         try:
             while (ahead := self.lane.wait(turn, WAIT_SLICE_S)) > 0:
                 if stop.is_set():
                     raise Stopped("stopped while waiting for the model")
                 if time.monotonic() - since > WAIT_LIMIT_S:
                     raise Busy(f"The model is busy: waited {WAIT_LIMIT_S / 60:.0f} min for it. Try again later.")
-                yield Waiting(ahead)
+                if ahead != told:  # the page hears of a change, not of every look
+                    yield Waiting(told := ahead)
             if stop.is_set():
                 raise Stopped("stopped while waiting for the model")
             yield Waiting(0)  # its turn: the prefill starts

@@ -39,8 +39,8 @@ BUSY_WORDS = ("busy", "queue is full", "try again")
 
 
 def secret(client: int) -> str:
-    """Client `client`'s access code: distinct per client, unlikely in any filler or answer by chance."""
-    return f"QX-{client:02d}{(client * 7919) % 1000:03d}-{chr(65 + client % 26)}{chr(90 - client % 26)}"
+    """Client `client`'s access code: distinct per client, none inside another, unlikely in any answer by chance."""
+    return f"K{client:02d}Z{(client * 7919 + 1234) % 10000:04d}"
 
 
 def document(client: int, request: int, chars: int) -> str:
@@ -53,7 +53,7 @@ def ask(url: str, client: int, request: int, doc_chars: int, big: Path | None, b
     """One /compare call as an API client makes it: timed, answered or refused, checked for other secrets."""
     import gradio_client
 
-    record = {"client": client, "request": request, "upload_mb": round(big.stat().st_size / 2**20, 1) if big else 0}
+    record = {"client": client, "request": request, "upload_mb": round(big.stat().st_size / 1e6, 1) if big else 0}
     start = time.perf_counter()
     try:
         call = gradio_client.Client(url, verbose=False)
@@ -187,20 +187,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=3, help="calls per client, one after another")
     parser.add_argument("--doc-chars", type=int, default=6000, help="characters of each generated document")
-    parser.add_argument("--big-mb", type=float, default=20.0, help="the upload's size (MB; 0: none)")
+    parser.add_argument("--big-mb", type=float, default=20.0, help="the upload's size in MB of 10^6 bytes (0: none)")
     parser.add_argument("--budget", type=int, default=64)
-    parser.add_argument("--new-tokens", type=int, default=12)
+    parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--port", type=int, default=7871)
     parser.add_argument("--deadline", type=float, default=3600.0, help="seconds after which the load is stopped")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load_app_cpu.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request sent, not per HTTP call
     from adamas.environment import environment, package_version
 
     big = None
     if args.big_mb > 0:
         big = Path(tempfile.gettempdir()) / f"adamas-load-{os.getpid()}.txt"
-        big.write_text(document(0, 0, int(args.big_mb * 2**20)))
+        big.write_text(document(0, 0, int(args.big_mb * 1e6) - 100))  # the app takes up to 20 MiB
     log = Path(tempfile.gettempdir()) / f"adamas-load-{os.getpid()}.log"
     server = serve(args.port, log)
     try:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     outcomes = {o: sum(r["outcome"] == o for r in records) for o in ("answered", "refused (busy)", "failed")}
     payload = {
         "environment": environment() | {"gradio": package_version("gradio"), "model": "SmolLM2-135M-Instruct"},
-        "parameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "parameters": vars(args) | {"out": args.out.name},
         "seconds": round(seconds, 1),
         "outcomes": outcomes,
         "crosstalk": load["crosstalk"],
