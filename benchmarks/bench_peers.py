@@ -22,6 +22,8 @@ Systems, each on the case's q, K, V (bf16 unless noted), budget equal across a r
 CUDA-graph replay over rotating input sets where a system allows it, else CUDA events (the authors'
 kernels launch on the legacy default stream, which a graph capture rejects), plus the profiler's
 kernel sum for event-timed systems. A system that is missing or fails is recorded with the reason.
+Each case runs in a child process: a kernel that faults (an illegal address leaves the CUDA
+context unusable) loses its own record only, and a new child times the systems after it.
 Prints a table and writes benchmarks/results/peers_<device>.json (or --out).
 """
 
@@ -119,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--build-dir", type=Path, help="where their build goes (default: a temporary dir)")
     parser.add_argument("--build-timeout", type=float, default=420.0, help="seconds their build may take")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    # a case's child process (run_isolated): times in this process and logs its progress to the parent
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--progress", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -538,6 +543,7 @@ def bench_case(case: Case, args, peers: dict) -> list[dict]:
     records = []
     for system in args.systems:
         record = {"case": case_name(case), **asdict(case), "system": system}
+        log_progress(args.progress, {"start": system})
         reason = skip_reason(system, case, peers)
         try:
             record |= {"skipped": reason} if reason else runners[system]()
@@ -546,13 +552,82 @@ def bench_case(case: Case, args, peers: dict) -> list[dict]:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         records.append(record)
-    best = dense_best(records)
-    for r in records:
-        if best and "total_us" in r:
-            r["speedup"] = best / r["total_us"]
+        log_progress(args.progress, {"record": record})
     sets.clear()
     torch.cuda.empty_cache()
     return records
+
+
+def log_progress(path: Path | None, entry: dict) -> None:
+    """One JSON line for the parent of a --child run: which system starts, and each record once it is done."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def add_speedups(records: list[dict]) -> None:
+    """Each timed record's speedup over the fastest dense total of its case."""
+    for name in dict.fromkeys(r["case"] for r in records):
+        case = [r for r in records if r["case"] == name]
+        best = dense_best(case)
+        for r in case:
+            if best and "total_us" in r:
+                r["speedup"] = best / r["total_us"]
+
+
+def run_isolated(args, authors_build: subprocess.Popen | None) -> list[dict]:
+    """Each case in a child process, so that a peer kernel's illegal address, which leaves the CUDA context
+    unusable, costs only that system's record: the child is started again for the systems after it."""
+    records = []
+    deadline = time.monotonic() + args.build_timeout
+    native = [name for name in args.cases if skip_reason("adamas-authors", CASES[name], {}) is None]
+    for name in [n for n in args.cases if n not in native] + native:  # theirs last: nvcc runs meanwhile
+        systems = list(args.systems)
+        if authors_build is not None and name in native:
+            try:  # their case's child loads the finished build instead of starting one of its own
+                authors_build.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                authors_build.kill()
+                error = f"their build took longer than --build-timeout {args.build_timeout:.0f} s"
+                records.append({"case": name, **asdict(CASES[name]), "system": "adamas-authors", "error": error})
+                systems = [s for s in systems if s != "adamas-authors"]
+        while systems:
+            with tempfile.TemporaryDirectory(prefix="bench_peers_") as tmp:
+                out, progress = Path(tmp) / "case.json", Path(tmp) / "progress.jsonl"
+                command = [sys.executable, "-m", "benchmarks.bench_peers", *child_args(args, name, systems)]
+                child = subprocess.run(
+                    [*command, "--out", str(out), "--progress", str(progress)], capture_output=True, text=True
+                )
+                if child.returncode == 0:
+                    records += json.loads(out.read_text())["records"]
+                    break
+                lines = [json.loads(line) for line in progress.read_text().splitlines()] if progress.exists() else []
+            print(child.stderr[-2000:], file=sys.stderr)
+            done = [entry["record"] for entry in lines if "record" in entry]
+            started = [entry["start"] for entry in lines if "start" in entry]
+            records += done
+            if len(started) == len(done):  # it failed outside any system's run: the rest are not timed
+                records += [crashed(name, s, child.stderr) for s in systems[len(done) :]]
+                break
+            records.append(crashed(name, started[-1], child.stderr))
+            systems = systems[systems.index(started[-1]) + 1 :]
+    return records
+
+
+def child_args(args, case: str, systems: list[str]) -> list[str]:
+    """The command line of one case's child: this run's peers and build, those systems only."""
+    argv = ["--child", "--cases", case, "--systems", *systems, "--build-timeout", str(args.build_timeout)]
+    for flag, value in (("--sglang", args.sglang), ("--adamas-src", args.adamas_src), ("--build-dir", args.build_dir)):
+        argv += [flag, str(value)] if value else []
+    for include in args.include:
+        argv += ["--include", str(include)]
+    return argv
+
+
+def crashed(case: str, system: str, stderr: str) -> dict:
+    """The record of a system whose run ended its process."""
+    tail = [line for line in stderr.strip().splitlines() if line.strip()][-3:]
+    return {"case": case, **asdict(CASES[case]), "system": system, "error": "crashed the process: " + " | ".join(tail)}
 
 
 def case_name(case: Case) -> str:
@@ -618,6 +693,17 @@ def prepare_peers(args) -> dict[str, object]:
     return peers
 
 
+def start_parent_build(args, checks: dict) -> subprocess.Popen | None:
+    """The authors' build, started before the first case so that nvcc runs while the other cases are timed."""
+    if checks["adamas-authors"] != "found":
+        return None
+    try:
+        return start_authors_build(authors_spec(args.adamas_src, args.include, args.build_dir))
+    except Exception as error:  # their case's child meets the same failure and records it
+        print(f"adamas-authors build not started: {error_text(error)}", file=sys.stderr)
+        return None
+
+
 def versions() -> dict:
     """Peers' versions beside the environment record's."""
     from adamas.environment import package_version
@@ -629,7 +715,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(0)
     out = args.out or Path(__file__).parent / "results" / f"peers_{device_slug()}.json"
-    peers = prepare_peers(args)
+    isolate = torch.cuda.is_available() and not args.child
+    if isolate and args.build_dir is None:
+        args.build_dir = Path(tempfile.mkdtemp(prefix="authors_"))  # one build, shared by the children
+    peers = {s: "" for s in SYSTEMS} if isolate else prepare_peers(args)
     params = {
         "cases": {name: asdict(CASES[name]) for name in args.cases},
         "shapes": SHAPES,
@@ -648,12 +737,15 @@ def main(argv: list[str] | None = None) -> None:
         "authors_build": {"sources": [*AUTHORS_SOURCES, "binding.cu (ours)"], "nvcc_flags": AUTHORS_FLAGS},
     }
     records = []
-    for name in args.cases:
+    if isolate:
+        records = run_isolated(args, start_parent_build(args, params["peer_checks"]))
+    for name in [] if isolate else args.cases:
         if not torch.cuda.is_available():
             records += [{"case": name, "system": s, "skipped": peers[s]} for s in args.systems]
             continue
         records += bench_case(CASES[name], args, peers)
         write_results(out, params, records)  # after every case: a run cut short keeps what it measured
+    add_speedups(records)
     for r in records:
         r["stages"] = "; ".join(f"{k} {v:.1f}" for k, v in r.get("stages_us", {}).items())
         r["status"] = "ok" if "total_us" in r else ("skipped" if "skipped" in r else "error")

@@ -4,7 +4,9 @@ No timing is asserted (no GPU here); the peers' own code is never needed: stand-
 """
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,31 @@ def test_cpu_run_writes_skips(tmp_path):
     assert {r["status"] for r in payload["records"]} == {"skipped"}
     assert payload["parameters"]["cases"]["mha-7b-32k-paper"]["budget"] == 256
     assert "no CUDA GPU" in next(r["skipped"] for r in payload["records"] if r["system"] == "adamas")
+
+
+def test_a_system_that_crashes_its_process_costs_only_its_record(monkeypatch, tmp_path):
+    """A peer's illegal address ends the child: the parent records it and runs the systems after it anew."""
+    calls = []
+
+    def fake_run(command, **kwargs):
+        systems = command[command.index("--systems") + 1 : command.index("--build-timeout")]
+        progress = Path(command[command.index("--progress") + 1])
+        calls.append(systems)
+        done = []
+        with progress.open("a") as f:
+            for system in systems:
+                f.write(json.dumps({"start": system}) + "\n")
+                if system == "flashinfer-sparse":
+                    return subprocess.CompletedProcess(command, -6, "", "CUDA error: an illegal memory access")
+                done.append({"case": "llama3-8b-32k", "system": system, "total_us": 1.0})
+                f.write(json.dumps({"record": done[-1]}) + "\n")
+        Path(command[command.index("--out") + 1]).write_text(json.dumps({"records": done}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(bench_peers.subprocess, "run", fake_run)
+    args = bench_peers.parse_args(["--cases", "llama3-8b-32k", "--systems", "adamas", "flashinfer-sparse", "sdpa"])
+    records = bench_peers.run_isolated(args, None)
+    assert calls == [["adamas", "flashinfer-sparse", "sdpa"], ["sdpa"]]
+    assert [r["system"] for r in records] == ["adamas", "flashinfer-sparse", "sdpa"]
+    assert "illegal memory access" in records[1]["error"] and "total_us" not in records[1]
+    assert records[2]["total_us"] == 1.0
