@@ -27,13 +27,13 @@ _KERNEL_STAGE = {
     "_finish_kernel": "estimate + select",
     "_manhattan_kernel": "estimate + select",
     "_chunk_histogram_kernel": "estimate + select",
-    "_threshold_kernel": "estimate + select",
+    "threshold_kernel": "estimate + select",
     "_write_kernel": "estimate + select",
     "_sparse_attention_partial_kernel": "sparse attention",
     "_dense_attention_partial_kernel": "dense attention",
     "flash": "dense attention",  # SDPA's flash decode (a full-attention step without a mask)
 }
-_MERGE = "_sparse_attention_merge_kernel"
+_MERGE = "_merge_splits_kernel"
 
 
 def stage_times(kernels: list[tuple[str, float]]) -> dict[str, float]:

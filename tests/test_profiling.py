@@ -14,18 +14,19 @@ def test_kernels_are_sorted_into_stages_and_merges_follow_their_attention():
         ("_hadamard_encode_kernel_0d1d", 2.0),
         ("ampere_bf16_gemm", 10.0),
         ("_dense_attention_partial_kernel", 5.0),
-        ("_sparse_attention_merge_kernel", 1.0),  # after a dense partial: dense
+        ("_merge_splits_kernel", 1.0),  # after a dense partial: dense
         ("_scan_kernel", 7.0),
         ("_finish_kernel", 3.0),
+        ("threshold_kernel", 1.0),
         ("_sparse_attention_partial_kernel", 4.0),
-        ("_sparse_attention_merge_kernel", 0.5),  # after a sparse partial: sparse
+        ("_merge_splits_kernel", 0.5),  # after a sparse partial: sparse
         ("triton_red_fused_rms_norm", 1.5),
     ]
     times = stage_times(kernels)
     assert tuple(times) == STAGES
     assert times == {
         "encode": 2.0,
-        "estimate + select": 10.0,
+        "estimate + select": 11.0,
         "sparse attention": 4.5,
         "dense attention": 6.0,
         "rest of the model": 11.5,

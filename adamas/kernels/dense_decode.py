@@ -6,7 +6,7 @@ masked path reads a long cache from too few thread blocks to reach the memory's 
 (dense_masked_sdpa_us in benchmarks/results/attention_h200.json). Here the keys are cut into
 splits over many programs (flash-decoding): one program per (batch, KV head, split) reads
 each K/V tile once for all the query heads of its GQA group, with an online softmax in fp32,
-and sparse_attention's merge_splits joins them by log-sum-exp.
+and adamas.kernels.split_k's merge_splits joins them by log-sum-exp.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.runtime import interpreted
-from adamas.kernels.sparse_decode import _LOG2E, merge_splits, split_partials
+from adamas.kernels.split_k import LOG2E, merge_splits, rescale, split_partials
 
 BLOCK_L = 128  # keys per step of a split at most
 TILE_BYTES = 16384  # bytes of one K (or V) tile: a step's K and V, pipelined three deep, fit any recent GPU
@@ -88,17 +88,14 @@ def _dense_attention_partial_kernel(
         else:
             b_s = tl.dot(b_q, tl.trans(b_k))
         b_s = tl.where(m_l[None, :], b_s * scale_log2, float("-inf"))
-        b_m_new = tl.maximum(b_m, tl.max(b_s, axis=1))
-        # a block may hold only masked slots: subtract 0 rather than -inf so that no NaN appears
-        b_m_safe = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
-        b_alpha = tl.exp2(b_m - b_m_safe)
+        b_m_new, b_m_safe, b_alpha = rescale(b_m, tl.max(b_s, axis=1))
         b_p = tl.exp2(b_s - b_m_safe[:, None])
         b_l = b_l * b_alpha + tl.sum(b_p, axis=1)
         # fp32 operands (IEEE) multiply in full precision; fp16/bf16 ones on the tensor cores
         b_pv = tl.dot(b_p.to(b_v.dtype), b_v, input_precision="ieee" if IEEE else None)
         b_acc = b_acc * b_alpha[:, None] + b_pv
         b_m = b_m_new
-    # partials laid out as sparse_attention's: row (b * HQ + h) * NUM_SPLITS + split
+    # partials laid out as split_k's: row (b * HQ + h) * NUM_SPLITS + split
     o_part = (i_b * HQ + o_h) * NUM_SPLITS + i_s
     tl.store(m_ptr + o_part, b_m, mask=m_g)
     tl.store(l_ptr + o_part, b_l, mask=m_g)
@@ -146,7 +143,7 @@ def dense_attention(
         length,
         hq,
         hkv,
-        scale * _LOG2E,
+        scale * LOG2E,
         q.stride(0),
         q.stride(1),
         k.stride(0),
@@ -166,4 +163,5 @@ def dense_attention(
         # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
         IEEE=q.dtype == torch.float32 or interpreted(_dense_attention_partial_kernel),
     )
-    return merge_splits(m_part, l_part, acc_part, num_splits, q)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    return merge_splits(out, m_part, l_part, acc_part, num_splits)

@@ -10,8 +10,8 @@ tokens and EXCLUDED for padding, so each fits one of 3d + 3 bins. Three kernels,
 3. each chunk writes its indices below t, then its first ties at t while the row needs them.
 Deterministic: the indices below t come in token order, then the earliest ties.
 int32 distances take this path; other dtypes (float scores) go to torch.topk.
-The decode step itself runs adamas.kernels.scan_select, which computes the distances and a
-coarse pass 1 in one kernel and shares pass 2 (and `_bin`) with this module.
+Pass 2 and the bins are adamas.kernels.histogram's, which the decode step's own selection
+(adamas.kernels.scan_select: the distances and a coarse pass 1 in one kernel) runs too.
 """
 
 from __future__ import annotations
@@ -20,14 +20,10 @@ import torch
 import triton
 import triton.language as tl
 
+from adamas.kernels.histogram import distance_bin, threshold_kernel
+
 CHUNK = 2048  # tokens per program in passes 1 and 3
-GROUP = 8  # chunk histograms the threshold kernel loads at once
-
-
-@triton.jit
-def _bin(b_d, NBINS: tl.constexpr, SHIFT: tl.constexpr):
-    """Bin of each distance v: (max(v, -1) + 1) >> SHIFT; NBINS - 1 from ((NBINS - 1) << SHIFT) - 1 on (EXCLUDED)."""
-    return tl.where(b_d >= ((NBINS - 1) << SHIFT) - 1, NBINS - 1, (tl.maximum(b_d, -1) + 1) >> SHIFT)
+GROUP = 8  # chunk histograms threshold_kernel loads at once
 
 
 @triton.jit
@@ -39,43 +35,10 @@ def _chunk_histogram_kernel(
     o_l = i_c * CHUNK + tl.arange(0, CHUNK)
     m_l = o_l < L
     b_d = tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=2147483647)  # [CHUNK]
-    b_hist = tl.histogram(_bin(b_d, NBINS, 0), NBINS)  # [NBINS]; lanes past L went to the last bin
+    b_hist = tl.histogram(distance_bin(b_d, NBINS, 0), NBINS)  # [NBINS]; lanes past L went to the last bin
     o_bin = tl.arange(0, NBINS)
     b_hist -= tl.where(o_bin == NBINS - 1, CHUNK - tl.sum(m_l.to(tl.int32), 0), 0)
     tl.store(h_ptr + (i_bh * N_CHUNKS + i_c) * NBINS + o_bin, b_hist)
-
-
-@triton.jit
-def _threshold_kernel(h_ptr, base_ptr, row_ptr, K, N_CHUNKS, NBINS: tl.constexpr, GROUP: tl.constexpr):
-    i_bh = tl.program_id(0)
-    o_bin = tl.arange(0, NBINS)
-    o_g = tl.arange(0, GROUP)
-    p_h = h_ptr + i_bh * N_CHUNKS * NBINS
-    # [GROUP, NBINS] tiles of GROUP chunks' histograms at a time: few, wide loads
-    b_total = tl.zeros([NBINS], dtype=tl.int32)
-    for c in range(0, N_CHUNKS, GROUP):
-        m_c = (c + o_g) < N_CHUNKS
-        b_tile = tl.load(p_h + (c + o_g)[:, None] * NBINS + o_bin[None, :], mask=m_c[:, None], other=0)
-        b_total += tl.sum(b_tile, 0)
-    t = tl.min(tl.where(tl.cumsum(b_total, 0) >= K, o_bin, NBINS), 0)
-    below = tl.sum(tl.where(o_bin < t, b_total, 0), 0)
-    # where each chunk's picks start: indices below t from 0, ties at t from `below`
-    n_below = tl.full([], 0, tl.int32)
-    n_tied = tl.full([], 0, tl.int32)
-    for c in range(0, N_CHUNKS, GROUP):
-        m_c = (c + o_g) < N_CHUNKS
-        b_tile = tl.load(p_h + (c + o_g)[:, None] * NBINS + o_bin[None, :], mask=m_c[:, None], other=0)
-        b_below = tl.sum(tl.where(o_bin[None, :] < t, b_tile, 0), 1)  # [GROUP]
-        b_tied = tl.sum(tl.where(o_bin[None, :] == t, b_tile, 0), 1)
-        p_base = base_ptr + (i_bh * N_CHUNKS + c + o_g) * 2
-        tl.store(p_base, n_below + tl.cumsum(b_below, 0) - b_below, mask=m_c)
-        tl.store(p_base + 1, n_tied + tl.cumsum(b_tied, 0) - b_tied, mask=m_c)
-        n_below += tl.sum(b_below, 0)
-        n_tied += tl.sum(b_tied, 0)
-    tl.store(row_ptr + i_bh * 4, t)
-    tl.store(row_ptr + i_bh * 4 + 1, K - below)  # ties to take
-    tl.store(row_ptr + i_bh * 4 + 2, below)
-    tl.store(row_ptr + i_bh * 4 + 3, n_tied)
 
 
 @triton.jit
@@ -103,9 +66,8 @@ def _write_kernel(
     base_tied = tl.load(base_ptr + (i_bh * N_CHUNKS + i_c) * 2 + 1)
     o_l = i_c * CHUNK + tl.arange(0, CHUNK)
     m_l = o_l < L
-    b_bin = tl.where(
-        m_l, _bin(tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=0), NBINS, 0), NBINS
-    )
+    b_d = tl.load(d_ptr + i_b * stride_db + i_h * stride_dh + o_l, mask=m_l, other=0)  # [CHUNK]
+    b_bin = tl.where(m_l, distance_bin(b_d, NBINS, 0), NBINS)
     m_below = b_bin < t
     m_tie = b_bin == t
     rank = base_tied + tl.cumsum(m_tie.to(tl.int32), 0) - 1
@@ -127,7 +89,7 @@ def _histogram_select(dist: torch.Tensor, k: int, max_distance: int) -> torch.Te
     strides = (dist.stride(0), dist.stride(1))
     _chunk_histogram_kernel[grid](dist, hist, length, h, n_chunks, *strides, NBINS=nbins, CHUNK=chunk)
     group = min(GROUP, triton.next_power_of_2(n_chunks))
-    _threshold_kernel[(b * h,)](hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group, num_warps=8)
+    threshold_kernel[(b * h,)](hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group, num_warps=8)
     _write_kernel[grid](
         dist, bases, rows, out, length, h, n_chunks, *strides, out.stride(0), out.stride(1), NBINS=nbins, CHUNK=chunk
     )

@@ -5,8 +5,8 @@ kernels and one pass over the key codes:
 1. scan: per chunk of tokens and GQA group, the distances (int16 rows padded to 16 tokens;
    forced tokens -1, excluded ones and the padding EXCLUDED_16) and, per query head, a coarse
    histogram: bin (d + 1) >> SHIFT, few bins, so that counting costs little beside the distance;
-2. threshold (histogram_select's kernel on the coarse histograms): the bin t holding the k-th
-   smallest distance, and where each chunk's picks go;
+2. threshold (adamas.kernels.histogram's, on the coarse histograms): the bin t holding the
+   k-th smallest distance, and where each chunk's picks go;
 3. split: each chunk writes its tokens below bin t as picks, and its tokens in bin t as
    candidates (token << SHIFT | the distance's low bits) in token order;
 4. finish: per row, the candidates' fine histogram gives the exact k-th distance; those below
@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.bits import popcount, thermometer, words
-from adamas.kernels.histogram_select import _bin, _threshold_kernel
+from adamas.kernels.histogram import distance_bin, threshold_kernel
 from adamas.kernels.runtime import interpreted
 
 
@@ -125,7 +125,7 @@ def _scan_kernel(
             b_pad = tl.where(m_l, b_d, EXCLUDED_16).to(tl.int16)
             tl.store(d_ptr + (i_bh * GROUP + g) * stride_d + o_l, b_pad, mask=o_l < stride_d)
             # lanes past L go to bin NBINS - 2, which no distance reaches, and are dropped below
-            b_count = tl.histogram(tl.where(m_l, _bin(b_d, NBINS, SHIFT), NBINS - 2), NBINS)
+            b_count = tl.histogram(tl.where(m_l, distance_bin(b_d, NBINS, SHIFT), NBINS - 2), NBINS)
             b_hist += tl.where(o_g[:, None] == g, b_count[None, :], 0)
     b_hist = tl.where(o_bin[None, :] == NBINS - 2, 0, b_hist)
     p_h = h_ptr + ((i_bh * GROUP + o_g)[:, None] * N_CHUNKS + i_c) * NBINS + o_bin[None, :]
@@ -153,7 +153,7 @@ def _split_kernel(
     t = tl.load(row_ptr + i_r * 4)
     n_below = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2)
     n_cand = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
-    # bin t holds the distances lo .. hi - 1 (as _bin counts them); excluded ties (t = NBINS - 1)
+    # bin t holds the distances lo .. hi - 1 (as distance_bin counts them); excluded ties (t = NBINS - 1)
     # need no order, they become -1, so that bin has no candidates
     lo = (t << SHIFT) - 1
     hi = tl.where(t < NBINS - 1, lo + (1 << SHIFT), lo)
@@ -332,7 +332,7 @@ def nearest(
     cand = torch.empty(b * hq, length, dtype=torch.int32, device=q_codes.device)  # token << shift | low bits
     out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
     group = triton.next_power_of_2(n_chunks)
-    _threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
+    threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
     block = min(launch.split_block, s.chunk)
     _split_kernel[(n_chunks, b * hq)](
         s.dist,

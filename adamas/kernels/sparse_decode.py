@@ -2,8 +2,9 @@
 
 Each query head's K selected rows are cut into splits; one program per (batch, head,
 split) gathers its rows block by block with an online softmax in fp32 and writes a
-partial (max, sum, accumulator); the splits are merged by log-sum-exp, by the head's last
-split to finish when few programs run (one launch less), else by a kernel of its own.
+partial (max, sum, accumulator); the splits are merged by log-sum-exp (adamas.kernels.split_k),
+by the head's last split to finish when few programs run (one launch less), else by
+split_k's merge kernel.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.runtime import zeroed
+from adamas.kernels.split_k import LOG2E, merge_head, merge_splits, rescale, split_partials
 
-_LOG2E = 1.4426950408889634
 MAX_SPLITS = 16
 # programs (batch x head x split) up to which the last split merges: a launch saved where few run;
 # with many, the counters and the barrier cost more than the merge kernel
@@ -80,10 +81,7 @@ def _sparse_attention_partial_kernel(
         # [BLOCK_K] scores in log2 units
         b_s = tl.sum(b_k * b_q[None, :], axis=1)
         b_s = tl.where(m_k, b_s, float("-inf"))
-        b_m_new = tl.maximum(b_m, tl.max(b_s, axis=0))
-        # a block may hold only empty slots: subtract 0 rather than -inf so that no NaN appears
-        b_m_safe = tl.where(b_m_new == float("-inf"), 0.0, b_m_new)
-        b_alpha = tl.exp2(b_m - b_m_safe)
+        b_m_new, b_m_safe, b_alpha = rescale(b_m, tl.max(b_s, axis=0))
         b_p = tl.exp2(b_s - b_m_safe)
         b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
         b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v, axis=0)
@@ -101,43 +99,8 @@ def _sparse_attention_partial_kernel(
             # every thread's stores are issued before the count says this split is done
             tl.debug_barrier()
             if tl.atomic_add(count_ptr + i_bh, 1, sem="acq_rel") == NUM_SPLITS - 1:
-                tl.store(p_o, _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD, D).to(o_ptr.dtype.element_ty))
+                tl.store(p_o, merge_head(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD, D).to(o_ptr.dtype.element_ty))
                 tl.store(count_ptr + i_bh, 0)
-
-
-@triton.jit
-def _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD: tl.constexpr, D: tl.constexpr):
-    """One head's output [D] from its splits' partials (rows i_bh * NUM_SPLITS + split), joined by log-sum-exp."""
-    o_s = tl.arange(0, S_PAD)
-    m_s = o_s < NUM_SPLITS
-    o_d = tl.arange(0, D)
-    p_part = i_bh * NUM_SPLITS + o_s
-    # [S_PAD] written by other programs: read from L2, past this SM's cache
-    b_m = tl.load(m_ptr + p_part, mask=m_s, other=float("-inf"), cache_modifier=".cg")
-    b_l = tl.load(l_ptr + p_part, mask=m_s, other=0.0, cache_modifier=".cg")
-    # [S_PAD, D]
-    b_acc = tl.load(acc_ptr + p_part[:, None] * D + o_d[None, :], mask=m_s[:, None], other=0.0, cache_modifier=".cg")
-    b_w = tl.where(m_s, tl.exp2(b_m - tl.max(b_m, axis=0)), 0.0)
-    return tl.sum(b_w[:, None] * b_acc, axis=0) / tl.sum(b_w * b_l, axis=0)
-
-
-@triton.jit
-def _sparse_attention_merge_kernel(
-    m_ptr,
-    l_ptr,
-    acc_ptr,
-    o_ptr,
-    HQ,
-    stride_ob,
-    stride_oh,
-    NUM_SPLITS,
-    S_PAD: tl.constexpr,
-    D: tl.constexpr,
-):
-    i_bh = tl.program_id(0)
-    i_b, i_h = i_bh // HQ, i_bh % HQ
-    b_o = _merged(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD, D)
-    tl.store(o_ptr + i_b * stride_ob + i_h * stride_oh + tl.arange(0, D), b_o.to(o_ptr.dtype.element_ty))
 
 
 def _splits(k: int, block_k: int) -> tuple[int, int]:
@@ -145,39 +108,6 @@ def _splits(k: int, block_k: int) -> tuple[int, int]:
     blocks = triton.cdiv(k, block_k)
     chunk = triton.cdiv(blocks, min(blocks, MAX_SPLITS)) * block_k
     return triton.cdiv(k, chunk), chunk
-
-
-def split_partials(rows: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Empty fp32 partials of `rows` = B * Hq * num_splits split softmaxes: max [rows], sum [rows], acc [rows, d]."""
-    m_part = torch.empty(rows, dtype=torch.float32, device=device)
-    return m_part, torch.empty_like(m_part), torch.empty(rows, d, dtype=torch.float32, device=device)
-
-
-def merge_splits(
-    m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int, q: torch.Tensor
-) -> torch.Tensor:
-    """Join each (batch, head)'s split partials (row (b * Hq + h) * num_splits + split) by log-sum-exp: [B, Hq, d]."""
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    return _merge_into(out, m_part, l_part, acc_part, num_splits)
-
-
-def _merge_into(
-    out: torch.Tensor, m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int
-) -> torch.Tensor:
-    b, hq, d = out.shape
-    _sparse_attention_merge_kernel[(b * hq,)](
-        m_part,
-        l_part,
-        acc_part,
-        out,
-        hq,
-        out.stride(0),
-        out.stride(1),
-        NUM_SPLITS=num_splits,
-        S_PAD=triton.next_power_of_2(num_splits),
-        D=d,
-    )
-    return out
 
 
 def sparse_attention(
@@ -213,7 +143,7 @@ def sparse_attention(
         o_ptr=out,
         K=n_sel,
         HQ=hq,
-        scale_log2=scale * _LOG2E,
+        scale_log2=scale * LOG2E,
         stride_qb=q.stride(0),
         stride_qh=q.stride(1),
         stride_kb=k.stride(0),
@@ -235,5 +165,5 @@ def sparse_attention(
         BLOCK_K=block_k,
     )
     if num_splits > 1 and not fused:
-        _merge_into(out, m_part, l_part, acc_part, num_splits)
+        merge_splits(out, m_part, l_part, acc_part, num_splits)
     return out
