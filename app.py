@@ -35,6 +35,7 @@ from visualize import evaluation_figures
 from visualize.panels import PANELS, run_panels, run_report, scatter_panel
 
 logger = logging.getLogger(__name__)
+os.environ["GRADIO_TEMP_DIR"] = str(private_folder())  # every file Gradio writes or serves: this process's folder
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 RESULTS_DIR = Path(__file__).resolve().parent / "benchmarks" / "results"  # the Evaluate tab reads the newest there
@@ -335,7 +336,6 @@ def wire(demo: gr.Blocks, studio: Studio, c: dict, eval_dir: Path) -> None:
 
 def build_app(studio: Studio, eval_dir: Path = RESULTS_DIR) -> gr.Blocks:
     """The Blocks layout with its events wired and its queue set, not launched."""
-    os.environ["GRADIO_TEMP_DIR"] = str(private_folder())  # uploads and served files: this process's own folder
     with gr.Blocks(
         title="Adamas Studio", analytics_enabled=False, delete_cache=(FILES_SWEEP_S, FILES_MAX_AGE_S)
     ) as demo:

@@ -63,6 +63,8 @@ def test_a_finished_run_offers_its_json_and_an_offline_html_report(finished_run)
     run_file, report_file = last["run_file"], last["report_file"]
     assert run_file.visible and report_file.visible
     run_path, report_path = (Path(button.value["path"]) for button in (run_file, report_file))
+    kept = uploads.private_folder() / "runs"
+    assert kept in run_path.parents and kept in report_path.parents, "served from the app's folder, not copied out"
     run = json.loads(run_path.read_text())
     session = last["recording"]
     assert run["question"] == QUESTION and run["settings"]["budget"] == 32 and run["settings"]["max_new_tokens"] == 6

@@ -4,6 +4,7 @@ process's folder is private."""
 from __future__ import annotations
 
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,14 @@ def test_the_private_folder_is_the_owners_alone():
     folder = uploads.private_folder()
     assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert uploads.private_folder() == folder  # one a process
+
+
+def test_the_private_folder_goes_when_its_process_ends():
+    script = "from adamas.uploads import private_folder; folder = private_folder(); (folder / 'x').write_text('x')"
+    shown = subprocess.run([sys.executable, "-c", script + "; print(folder)"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[1], check=True)  # fmt: skip
+    folder = Path(shown.stdout.strip())
+    assert folder.name.startswith("adamas-studio-") and not folder.exists()
 
 
 def test_an_upload_is_read_cut_and_deleted(tmp_path):
