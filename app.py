@@ -18,21 +18,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
-from gradio.data_classes import FileData
 from gradio.utils import NamedString
 
 from adamas.config import WINDOW_BUDGET, AdamasConfig
 from adamas.documents import MAX_DOCUMENT_BYTES
-from adamas.eval.report import CLAIM_BUDGET, latest_results, load_report
-from adamas.lane import Busy
+from adamas.eval.report import CLAIM_BUDGET
 from adamas.loading import DEFAULT_MODEL_NAME, load_model
-from adamas.session import Session
-from adamas.settings import BUDGETS, MAX_NEW_TOKENS, THRESHOLD_MODES, read_budget, settings_values
-from adamas.stopping import Stopped
-from adamas.studio import DEFAULT_NEW_TOKENS, Studio, Waiting, load_examples
+from adamas.settings import BUDGETS, MAX_NEW_TOKENS, THRESHOLD_MODES, settings_values
+from adamas.studio import DEFAULT_NEW_TOKENS, RUN_INPUTS, STOPPED, USER_ERRORS, Studio, evaluation_report, load_examples
 from adamas.uploads import private_folder
 from visualize import evaluation_figures
-from visualize.panels import PANELS, run_panels, run_report, scatter_panel
+from visualize.panels import PANELS, run_report, session_panels, session_scatter
 
 logger = logging.getLogger(__name__)
 os.environ["GRADIO_TEMP_DIR"] = str(private_folder())  # every file Gradio writes or serves: this process's folder
@@ -43,14 +39,12 @@ QUEUE_SIZE = 16  # requests queued at most; more are refused with Gradio's "queu
 RUNS_AT_ONCE = QUEUE_SIZE  # every queued run goes straight into the model's lane, where Stop reaches it
 READS_AT_ONCE = 2  # uploads read at once, each in a child process of its own
 FILES_MAX_AGE_S, FILES_SWEEP_S = 3600, 600  # exports and session state last long enough to use, not for ever
-USER_ERRORS = (ValueError, TypeError, Busy)  # adamas.documents.DocumentError is a ValueError
 INTRO = (
     "# Adamas Studio\n[Adamas](https://arxiv.org/abs/2510.18413) stores every cached key as a 2-bit code of its "
     "Hadamard transform; at each decode step each query head attends only to the **budget** tokens whose codes lie "
     "closest to the query's. Upload or paste a document, ask a question and compare the answer with full "
     "attention over the whole context; the figures below show which tokens Adamas picked."
 )
-STOPPED = "**Stopped.** The answers so far stay; the figures come with a run that finishes."
 CSS = "#document-plot { max-height: 720px; overflow-y: auto; }"  # a long document's page scrolls in place
 SETTINGS_NOTE = (
     "The measured defaults did best on this project's evaluation grid (docs/evaluation.md); the paper's "
@@ -60,112 +54,33 @@ STATE_NOTE = (
     "Score traces are kept for all heads of four sparse layers spread over the depth, at every step: "
     "pick a layer, head and step to redraw figure 3 without running the model again."
 )
-RUN_INPUTS = ("file", "upload", "text", "question", "budget", "thresholds", "custom", "dense", "sink", "recent")
-RUN_INPUTS += ("max_new_tokens", "evidence")  # from "question" on: Studio.prepare's arguments, in its order
-RUN_OUTPUTS = (*PANELS, "status", "summary", "run_file", "report_file", "layer", "head", "step", "recording")
-RUN_OUTPUTS += ("adamas_answer", "adamas_stats", "full_answer", "full_stats")  # what run_page updates, any order
+RUN_OUTPUTS = ("status", "summary", "adamas_answer", "adamas_stats", "full_answer", "full_stats", "recording")
+RUN_OUTPUTS += ("run_file", "report_file", "layer", "head", "step", *PANELS)  # what a run updates, by part name
+SHOWN = {  # how a studio update's plain value shows in the parts that take more than a value
+    "run_file": lambda path: gr.DownloadButton(value=path, visible=path is not None),
+    "report_file": lambda path: gr.DownloadButton(value=path, visible=path is not None),
+    "layer": lambda layers: gr.Dropdown(choices=layers, value=layers[0] if layers else None),
+    "step": lambda steps: gr.Slider(1, max(steps, 2), steps, step=1, interactive=steps > 1),
+}
 
 
-def upload_path(payload: FileData | None) -> NamedString | None:
-    """What a file input hands its event: the upload's path on the server."""
-    return None if payload is None else NamedString(payload.path)
-
-
-def refusal(err: Exception) -> dict[str, str]:
-    """The page's answer to input it cannot use: a warning and the status, escaped (the message may quote what
-    the user typed, which must show as text, never as markup), and one line in the log."""
-    logger.info("refused: %s", err)
-    gr.Warning(message := html.escape(str(err)))
-    return {"status": f"**Could not run:** {message}"}
+def shown(update: dict[str, object]) -> dict[str, object]:
+    """A studio update (plain values by part name) as the page shows it: figures in their panels, files as
+    downloads, the trace controls' range, and its warnings as toasts (escaped: they may quote what was typed)."""
+    for note in update.get("warnings", ()):
+        gr.Warning(html.escape(note))
+    for note in update.get("notes", ()):
+        gr.Info(html.escape(note))
+    figures = update.get("figures")
+    panels = {} if figures is None else {name: figures.get(name) for name in PANELS}
+    parts = {name: value for name, value in update.items() if name not in ("warnings", "notes", "figures")}
+    return {name: SHOWN[name](value) if name in SHOWN else value for name, value in parts.items()} | panels
 
 
 def run_page(studio: Studio, values: dict[str, object], key: str | None) -> Iterator[dict[str, object]]:
-    """The Run button: both answers streamed side by side, then the figures, as updates by component name."""
-    try:
-        document, notes = studio.choose(values["file"], values["text"], values["upload"])
-        job = studio.prepare(document, *(values[name] for name in RUN_INPUTS[3:]), notes=notes)
-    except USER_ERRORS as err:
-        yield refusal(err)
-        return
-    for note in job.notes:
-        gr.Warning(html.escape(note))
-    where = f"context {job.prompt.length} tokens · budget {job.config.budget}"
-    where += "".join(f"\n\n⚠️ {html.escape(note)}" for note in job.notes)
-    session, flag = Session(job), studio.start(key)
-    hidden = {name: gr.DownloadButton(visible=False) for name in ("run_file", "report_file")}
-    yield {"status": f"**Queued** · {where}", "summary": "", "recording": None, **dict.fromkeys(PANELS), **hidden}
-    try:
-        for event in studio.stream(session, flag):
-            if isinstance(event, Waiting) and event.ahead:
-                ahead = f"{event.ahead} run{'s' * (event.ahead > 1)} ahead of yours"
-                yield {"status": f"**Waiting** for the model (it runs one at a time): {ahead} · {where}"}
-            else:
-                phase = "Prefill" if len(session.result.prefill_ms) < 2 else "Decoding"
-                yield {"status": f"**{phase}** · {where}", **session.answers()}
-    except Stopped:
-        yield {"status": STOPPED, **session.answers()}
-        return
-    except USER_ERRORS as err:
-        yield refusal(err)
-        return
-    finally:
-        studio.end(key, flag)
-    yield finished(studio, session, f"**Done** · {where}")
-
-
-def finished(studio: Studio, session: Session, status: str) -> dict[str, object]:
-    """A finished run's updates: summary, figures, downloads, the trace controls and the session state."""
-    job, result = session.job, session.result
-    try:
-        figures = run_panels(result, job.prompt.tokens, job.prompt.start, job.highlight, job.config.dense_layers,
-                             job.config.budget)  # fmt: skip
-    except ValueError as err:  # a figure refusing its data must not lose the answers
-        gr.Warning(f"Could not draw the figures: {html.escape(str(err))}")
-        figures = {}
-    layers = sorted({layer for layer, _ in job.pairs})
-    steps, layer = max(len(result.heads), 1), (layers[0] if layers else None)
-    figures["scatter_plot"] = scatter_panel(result.heads, layer, 0, steps, job.config.budget)
-    run_file, report_file = studio.save(session, lambda run: run_report(run, list(figures.values())))
-    return {
-        "status": status,
-        "summary": session.summary_line(),
-        "run_file": gr.DownloadButton(value=str(run_file), visible=True),
-        "report_file": gr.DownloadButton(value=str(report_file), visible=True),
-        "layer": gr.Dropdown(choices=layers, value=layer),
-        "head": gr.Slider(0, studio.heads - 1, 0, step=1),
-        "step": gr.Slider(1, max(steps, 2), steps, step=1, interactive=steps > 1),
-        "recording": session,
-        **session.answers(),
-        **figures,
-    }
-
-
-def scatter(session: Session | None, layer: object, head: object, step: object):
-    """Figure 3 redrawn for the picked layer, head and step, from the session alone."""
-    if session is None:
-        return None
-    return scatter_panel(session.result.heads, layer, head, step, session.job.config.budget)
-
-
-def take_upload(studio: Studio, path: str | None) -> tuple[object, str]:
-    """An upload read at once, then deleted from the server: the session's document, and a line about it."""
-    try:
-        document = studio.read(path) if path else None
-    except USER_ERRORS as err:
-        return None, refusal(err)["status"]
-    return document, html.escape(document.describe() + " The file was removed from the server.") if document else ""
-
-
-def checked_budget(default: int, value: object) -> int:
-    """The budget box once left: snapped to a budget on offer, saying so, or set back to `default` if unusable."""
-    try:
-        chosen, note = read_budget(value)
-    except ValueError as err:
-        gr.Warning(f"{html.escape(str(err))} It was set back to {default}.")
-        return default
-    if note:
-        gr.Info(html.escape(note))
-    return chosen
+    """The Run button (Studio.run_page) as the page shows it, by part name, its figures from visualize.panels."""
+    for update in studio.run_page(values, key, session_panels, run_report):
+        yield shown(update)
 
 
 def readable(fn: Callable) -> Callable:
@@ -183,20 +98,11 @@ def readable(fn: Callable) -> Callable:
 
 
 def evaluation(eval_dir: Path) -> tuple:
-    """The Evaluate tab: eval_dir's newest full run (report.latest_results) as (report, picker, figure, figures)."""
-    path = latest_results(eval_dir)
-    if path is None:
-        note = f"No evaluation results under `{eval_dir}` yet: run `python -m adamas.eval --out DIR` there."
-        return note, gr.Dropdown(choices=[], value=None), None, {}
-    try:
-        text, records = load_report(path)
-    except ValueError as err:
-        return f"**Could not read the results:** {err}", gr.Dropdown(choices=[], value=None), None, {}
-    built = evaluation_figures(records, CLAIM_BUDGET)
+    """The Evaluate tab: eval_dir's newest results (evaluation_report) as (report, picker, figure, figures)."""
+    note, records = evaluation_report(eval_dir)
+    built = evaluation_figures(records, CLAIM_BUDGET) if records else {}
     first = next(iter(built), None)
-    heading = f"Results from `{path.parent.name}/{path.name}` (the newest full run under `{eval_dir.name}/`, "
-    heading += "else the newest --quick one)\n\n"
-    return heading + text, gr.Dropdown(choices=list(built), value=first), built.get(first), built
+    return note, gr.Dropdown(choices=list(built), value=first), built.get(first), built
 
 
 def compare_tab(studio: Studio, c: dict) -> None:
@@ -206,7 +112,8 @@ def compare_tab(studio: Studio, c: dict) -> None:
         with gr.Column(scale=2, min_width=320):
             c["file"] = gr.File(label="Upload a document (.txt, .md, .pdf, .html, source code)", type="filepath",
                                 elem_id="document-file")  # fmt: skip
-            c["file"].preprocess = upload_path  # gr.File's own leaves an empty temporary file at each event
+            # the event gets the upload's path on the server: gr.File's own preprocess leaves an empty temporary file
+            c["file"].preprocess = lambda upload: None if upload is None else NamedString(upload.path)
             c["file_note"] = gr.Markdown(elem_id="file-note")
             c["text"] = gr.Textbox(label="…or paste text", lines=5, max_lines=10, elem_id="document-text")
             c["question"] = gr.Textbox(label="Question", placeholder="What does the document say about …?",
@@ -297,12 +204,14 @@ def wire(demo: gr.Blocks, studio: Studio, c: dict, eval_dir: Path) -> None:
     def leave(request: gr.Request) -> None:
         studio.stop(request.session_hash)
 
-    def read(path: str | None) -> tuple:  # an upload, as it arrives
-        return take_upload(studio, path)
+    def page(update: dict[str, object]) -> dict:  # a studio update as the page's components show it
+        return {c[name]: value for name, value in shown(update).items()}
 
-    def example(index: int) -> tuple:  # an example fills the inputs, then runs
-        text, question, evidence, note = studio.example(index)
-        return text, None, None, question, evidence, note
+    def read(path: str | None) -> dict:  # an upload, as it arrives
+        return page(studio.take(path))
+
+    def example(index: int) -> dict:  # an example fills the inputs, then runs
+        return page(studio.example(index))
 
     run_on = {"inputs": {c[name] for name in RUN_INPUTS}, "outputs": [c[name] for name in RUN_OUTPUTS]}
     # a Run pressed while a stopped run is still ending is kept, and starts as that run ends
@@ -312,23 +221,24 @@ def wire(demo: gr.Blocks, studio: Studio, c: dict, eval_dir: Path) -> None:
     c["examples"].click(example, c["examples"], picked, **quick).success(run, **run_on)
     c["stop"].click(stop, None, c["status"], **quick)  # the run ends itself at once: no Gradio cancel to race
     demo.unload(leave)  # a closed page's run stops too
-    c["file"].upload(read, c["file"], [c["upload"], c["file_note"]], concurrency_id="reads",
+    taken = [c["upload"], c["file_note"]]  # an upload is read as it arrives, outside the model's lane
+    c["file"].upload(read, c["file"], taken, concurrency_id="reads",
                      concurrency_limit=READS_AT_ONCE, api_visibility="private")  # fmt: skip
-    c["file"].clear(lambda: (None, ""), None, [c["upload"], c["file_note"]], **quick)
+    c["file"].clear(lambda: (None, ""), None, taken, **quick)
     gr.on([c["file"].upload, c["text"].input], lambda: (None, ""), None, [c["evidence"], c["example_note"]], **quick)
-    budget = functools.partial(checked_budget, studio.defaults.budget)
-    gr.on([c["budget"].blur, c["budget"].submit], budget, c["budget"], c["budget"], **quick)
+    budget = [c["budget"].blur, c["budget"].submit]
+    gr.on(budget, lambda value: page(studio.budget_box(value)), c["budget"], c["budget"], **quick)
     c["thresholds"].change(lambda mode: gr.Textbox(visible=mode == "custom"), c["thresholds"], c["custom"], **quick)
     settings = [c[name] for name in ("thresholds", "custom", "dense", "sink", "recent")]
     c["measured"].click(lambda: settings_values(None), None, settings, **quick)
     c["paper"].click(lambda: settings_values(AdamasConfig.paper()), None, settings, **quick)
     redraw = [c["layer"].input, c["head"].release, c["step"].release]
     traced = [c[name] for name in ("recording", "layer", "head", "step")]
-    gr.on(redraw, scatter, traced, c["scatter_plot"], trigger_mode="always_last", **quick)
+    gr.on(redraw, session_scatter, traced, c["scatter_plot"], trigger_mode="always_last", **quick)
     api = [c[name] for name in ("text", "file", "question", "budget", "max_new_tokens", "include_run")]
     c["api_call"].click(readable(studio.compare), api, c["api_result"], api_name="compare", **lane)
-    shown = [c[name] for name in ("eval_note", "eval_pick", "eval_plot", "eval_figures")]
-    gr.on([demo.load, c["eval_reload"].click], functools.partial(evaluation, eval_dir), None, shown, **quick)
+    tab = [c[name] for name in ("eval_note", "eval_pick", "eval_plot", "eval_figures")]
+    gr.on([demo.load, c["eval_reload"].click], functools.partial(evaluation, eval_dir), None, tab, **quick)
     c["eval_pick"].input(
         lambda name, built: built.get(name), [c["eval_pick"], c["eval_figures"]], c["eval_plot"], **quick
     )

@@ -13,6 +13,9 @@ from adamas.comparison import Comparison
 from adamas.config import AdamasConfig
 from adamas.documents import DocumentPrompt
 
+MIN_DOCUMENT_TOKENS = 16
+"""Fewer document tokens than the smallest budget leave Adamas nothing to choose: the page warns."""
+
 
 @dataclass(frozen=True)
 class Document:
@@ -27,6 +30,25 @@ class Document:
         """One line for the page: what was read, what was cut."""
         cut = f", the last {self.cut_chars:,} cut (past what the context holds)" if self.cut_chars else ""
         return f"{self.name}: {len(self.text):,} characters read{cut}."
+
+    def length_notes(self, prompt: DocumentPrompt, context: int, new: int) -> list[str]:
+        """What the user should know of the document's length in `prompt` (a `context`-token window leaving room
+        for `new` tokens): cut to fit, or almost empty."""
+        kept, fits = len(prompt.tokens), f"The document is longer than the {context}-token context allows"
+        room = f"leaving room for the question and {new} new tokens."
+        if self.cut_chars:
+            cut = f"{prompt.dropped} tokens and {self.cut_chars:,} more characters"
+            return [f"{fits}: its first {kept} tokens were kept and the rest ({cut}) cut, {room}"]
+        if prompt.dropped:
+            return [f"{fits}: its first {kept} tokens were kept and the last {prompt.dropped} cut, {room}"]
+        if kept < MIN_DOCUMENT_TOKENS:
+            chars = len(prompt.document)
+            return [
+                f"The document holds only {kept} token{'s' * (kept > 1)} ({chars} character{'s' * (chars > 1)}): "
+                "there is little to read, and nothing for Adamas to choose from, so the answers say more about the "
+                "model than the document."
+            ]
+        return []
 
 
 @dataclass
@@ -55,6 +77,10 @@ class Session:
         """Append one step (an adamas.generation.StepRecord) of the "adamas" or the "full" run."""
         self.result.add(mode, record)
         self.token_ids[mode].append(record.token_id)
+
+    def traced_layers(self) -> list[int]:
+        """The layers whose heads' scores are traced, in order: figure 3's choices."""
+        return sorted({layer for layer, _ in self.job.pairs})
 
     def stats(self, mode: str) -> str:
         """One line under an answer: prefill time, tokens so far, mean decode latency, why it is empty."""

@@ -5,6 +5,7 @@ A run's life: `read` or `paste` gives a Document cut to what the context can hol
 every setting into a Job (ValueError/TypeError with a message for the user); `stream` waits for
 the model's lane (yielding Waiting), then runs Adamas and full attention side by side into the
 Session, yielding each step's mode, and ends early with adamas.stopping.Stopped once `stop` is set.
+`run_page` is the page's Run button over all of that: what each part of the page shows, as plain values.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import html
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,14 +26,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from adamas.config import AdamasConfig
-from adamas.documents import (
-    MAX_DOCUMENT_BYTES,
-    DocumentError,
-    DocumentPrompt,
-    clean_text,
-    document_prompt,
-    read_document,
-)
+from adamas.documents import MAX_DOCUMENT_BYTES, DocumentError, clean_text, document_prompt, read_document
+from adamas.eval.report import latest_results, load_report
 from adamas.generation import generate_side_by_side, stop_ids
 from adamas.lane import Busy, Lane
 from adamas.loading import DEFAULT_MODEL_NAME, max_context
@@ -44,12 +40,16 @@ from adamas.uploads import READ_TIMEOUT_S, Exports, private_folder, read_upload
 logger = logging.getLogger(__name__)
 
 DEFAULT_NEW_TOKENS = 32
-MIN_DOCUMENT_TOKENS = 16
-"""Fewer document tokens than the smallest budget leave Adamas nothing to choose: the page warns."""
 WAIT_LIMIT_S = 900.0
 """How long a run waits for the model before it is refused as busy."""
 WAIT_SLICE_S = 0.5
 """How often a waiting run reports its place and looks for Stop."""
+USER_ERRORS = (ValueError, TypeError, Busy)  # adamas.documents.DocumentError is a ValueError
+"""What the page and /compare answer with the error's message; anything else is a fault, with its traceback."""
+RUN_INPUTS = ("file", "upload", "text", "question", "budget", "thresholds", "custom", "dense", "sink", "recent")
+RUN_INPUTS += ("max_new_tokens", "evidence")
+"""What `run_page` reads, by the names of the page's parts: the document's three, then `prepare`'s arguments."""
+STOPPED = "**Stopped.** The answers so far stay; the figures come with a run that finishes."
 
 
 class Waiting(NamedTuple):
@@ -144,7 +144,7 @@ class Studio:
         chosen, changed = read_budget(budget)
         notes += [changed] if changed else []
         prompt = document_prompt(self.tokenizer, document.text, question.strip(), max_tokens=self.context - new)
-        notes += self._length_notes(document, prompt, new)
+        notes += document.length_notes(prompt, self.context, new)
         if chosen >= prompt.length:
             notes.append(
                 f"A budget of {chosen} tokens is not below the context ({prompt.length} tokens), so Adamas "
@@ -162,28 +162,6 @@ class Studio:
             span = prompt.token_span(at, at + len(evidence))
             highlight = span if span[1] > span[0] else None
         return Job(prompt, config, new, pairs, highlight, question.strip(), notes)
-
-    def _length_notes(self, document: Document, prompt: DocumentPrompt, new: int) -> list[str]:
-        """What the user should know about the document's length: cut to fit, or almost empty."""
-        kept = len(prompt.tokens)
-        if document.cut_chars:
-            return [
-                f"The document is longer than the {self.context}-token context allows: its first {kept} tokens were "
-                f"kept and the rest ({prompt.dropped} tokens and {document.cut_chars:,} more characters) cut, leaving "
-                f"room for the question and {new} new tokens."
-            ]
-        if prompt.dropped:
-            return [
-                f"The document is longer than the {self.context}-token context allows: its first {kept} tokens were "
-                f"kept and the last {prompt.dropped} cut, leaving room for the question and {new} new tokens."
-            ]
-        if kept < MIN_DOCUMENT_TOKENS:
-            return [
-                f"The document holds only {kept} token{'s' * (kept > 1)} ({len(prompt.document)} character"
-                f"{'s' * (len(prompt.document) > 1)}): there is little to read, "
-                "and nothing for Adamas to choose from, so the answers say more about the model than the document."
-            ]
-        return []
 
     def start(self, key: str | None) -> threading.Event:
         """A new run's stop flag, which stop(key) sets; a key names a client (None: no one can stop it)."""
@@ -258,6 +236,78 @@ class Studio:
         raw = self.tokenizer.decode(ids, skip_special_tokens=False)
         return f"This answer has no visible text: its {len(ids)} tokens decode to {raw!r}. More new tokens may help."
 
+    def run_page(
+        self,
+        values: Mapping[str, object],
+        key: str | None,
+        draw: Callable[[Session], dict[str, object]],
+        report: Callable[[dict, list], str],
+    ) -> Iterator[dict[str, object]]:
+        """The Run button on `values` (by RUN_INPUTS' names) for client `key`: both answers streamed side by side,
+        then the figures and the run's files, as updates by the names of the page's parts, holding plain values.
+
+        Besides the parts' names: "figures" (panel name -> figure; empty clears them), "warnings" and "notes" (to
+        tell the user at once). `draw` gives a finished session's figures; `report`, the HTML of its export and them.
+        """
+        try:
+            document, notes = self.choose(values["file"], values["text"], values["upload"])
+            job = self.prepare(document, **{name: values[name] for name in RUN_INPUTS[3:]}, notes=notes)
+        except USER_ERRORS as err:
+            yield refusal(err)
+            return
+        where = f"context {job.prompt.length} tokens · budget {job.config.budget}"
+        where += "".join(f"\n\n⚠️ {html.escape(note)}" for note in job.notes)
+        session, flag = Session(job), self.start(key)
+        cleared = {"summary": "", "recording": None, "figures": {}, "run_file": None, "report_file": None}
+        yield {"status": f"**Queued** · {where}", "warnings": job.notes, **cleared}
+        try:
+            for event in self.stream(session, flag):
+                if isinstance(event, Waiting) and event.ahead:
+                    ahead = f"{event.ahead} run{'s' * (event.ahead > 1)} ahead of yours"
+                    yield {"status": f"**Waiting** for the model (it runs one at a time): {ahead} · {where}"}
+                else:
+                    phase = "Prefill" if len(session.result.prefill_ms) < 2 else "Decoding"
+                    yield {"status": f"**{phase}** · {where}", **session.answers()}
+        except Stopped:
+            yield {"status": STOPPED, **session.answers()}
+            return
+        except USER_ERRORS as err:
+            yield refusal(err)
+            return
+        finally:
+            self.end(key, flag)
+        yield {"status": f"**Done** · {where}", **self._finished(session, draw, report)}
+
+    def _finished(self, session: Session, draw: Callable, report: Callable) -> dict[str, object]:
+        """A finished run's updates: summary, figures, files, the trace controls' range and the session."""
+        try:
+            figures, warnings = draw(session), []
+        except ValueError as err:  # a figure refusing its data must not lose the answers
+            figures, warnings = {}, [f"Could not draw the figures: {err}"]
+        run_file, report_file = self.save(session, lambda run: report(run, list(figures.values())))
+        traced = {"layer": session.traced_layers(), "head": 0, "step": max(len(session.result.heads), 1)}
+        return {"summary": session.summary_line(), "figures": figures, "warnings": warnings, "recording": session,
+                "run_file": str(run_file), "report_file": str(report_file), **traced, **session.answers()}  # fmt: skip
+
+    def take(self, path: str | None) -> dict[str, object]:
+        """An upload read as it arrives, then deleted: the session's document ("upload", None if unreadable) and
+        the line under the file ("file_note"), as `run_page`'s updates."""
+        try:
+            document = self.read(path) if path else None
+        except USER_ERRORS as err:
+            said = refusal(err)
+            return {"upload": None, "file_note": said["status"], "warnings": said["warnings"]}
+        note = html.escape(document.describe() + " The file was removed from the server.") if document else ""
+        return {"upload": document, "file_note": note}
+
+    def budget_box(self, value: object) -> dict[str, object]:
+        """The budget box once left: snapped to a budget on offer ("notes" says so), or set back to the default."""
+        try:
+            chosen, note = read_budget(value)
+        except ValueError as err:
+            return {"budget": self.defaults.budget, "warnings": [f"{err} It was set back to {self.defaults.budget}."]}
+        return {"budget": chosen, "notes": [note] if note else []}
+
     def run_to_end(self, session: Session) -> Session:
         """Run the session's job without streaming (waiting for the model as long as the lane allows)."""
         for _ in self.stream(session, threading.Event()):
@@ -291,15 +341,36 @@ class Studio:
         run_file, report_file = self.exports.write(files)
         return run_file, report_file
 
-    def example(self, index: int) -> tuple[str, str, str | None, str]:
-        """An example's (document text, question, evidence, note on its answer and source)."""
+    def example(self, index: int) -> dict[str, object]:
+        """An example filling the page's inputs: its text (no file), question, evidence and a note on its answer."""
         example = self.examples[int(index)]
         text = read_document(Path(self.examples_dir or ".") / example["file"])
         note = (
             f"**{example['name']}** · expected answer: *{example['answer']}* (its passage is outlined in "
             f"figure 1)  \nSource: {example['source']}. Licence: {example['licence']}."
         )
-        return text, example["question"], example.get("evidence"), note
+        filled = {"text": text, "file": None, "upload": None, "question": example["question"]}
+        return filled | {"evidence": example.get("evidence"), "example_note": note}
+
+
+def refusal(err: Exception) -> dict[str, object]:
+    """The page's answer to input it cannot use: the status, escaped (the message may quote what the user typed,
+    which must show as text, never as markup), the message to tell at once, and one line in the log."""
+    logger.info("refused: %s", err)
+    return {"status": f"**Could not run:** {html.escape(str(err))}", "warnings": [str(err)]}
+
+
+def evaluation_report(eval_dir: Path) -> tuple[str, list[dict]]:
+    """The Evaluate tab's text and records: eval_dir's newest full run (report.latest_results), else a note."""
+    path = latest_results(eval_dir)
+    if path is None:
+        return f"No evaluation results under `{eval_dir}` yet: run `python -m adamas.eval --out DIR` there.", []
+    try:
+        text, records = load_report(path)
+    except ValueError as err:
+        return f"**Could not read the results:** {err}", []
+    heading = f"Results from `{path.parent.name}/{path.name}` (the newest full run under `{eval_dir.name}/`, "
+    return heading + "else the newest --quick one)\n\n" + text, records
 
 
 def device_note(model: torch.nn.Module) -> str:

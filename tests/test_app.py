@@ -26,6 +26,7 @@ import adamas  # noqa: E402
 from adamas import documents, integration, uploads  # noqa: E402
 from adamas.settings import settings_values  # noqa: E402
 from benchmarks import load_app  # noqa: E402
+from visualize.panels import session_scatter  # noqa: E402
 
 FACT = "The launch code is 4417."
 DOCUMENT = "Alpha beta gamma delta. " * 12 + FACT + " Epsilon zeta eta theta. " * 12
@@ -86,6 +87,7 @@ def test_a_finished_run_offers_its_json_and_an_offline_html_report(finished_run)
 
 def test_run_streams_both_answers_then_draws_every_figure_in_page_order(finished_run):
     first, *streamed, last = finished_run
+    assert all(set(update) <= set(app.RUN_OUTPUTS) for update in finished_run), "each update names a part of the page"
     assert first["status"].startswith("**Queued**") and all(first[name] is None for name in app.PANELS)
     assert any(u["status"].startswith("**Prefill**") for u in streamed)
     both = [u for u in streamed if u.get("adamas_answer") and u.get("full_answer")]
@@ -111,7 +113,7 @@ def test_run_streams_both_answers_then_draws_every_figure_in_page_order(finished
     latency = last["latency_plot"]
     assert [len(t.y) for t in latency.data if t.mode and "lines" in t.mode][:2] == [steps, steps]
     assert last["recall_plot"].data
-    assert last["layer"].choices and last["head"].maximum == 8 and last["step"].value == steps
+    assert last["layer"].choices and last["head"] == 0 and last["step"].value == steps
 
 
 def test_trace_controls_redraw_from_the_session_alone(finished_run, monkeypatch):
@@ -119,12 +121,12 @@ def test_trace_controls_redraw_from_the_session_alone(finished_run, monkeypatch)
     monkeypatch.setattr(app.Studio, "stream", None)  # any model run would fail now
     layers = sorted({layer for layer, _ in session.job.pairs})
     assert len(layers) == 4 and len(session.job.pairs) == 4 * 9
-    first, other = app.scatter(session, layers[0], 0, 1), app.scatter(session, layers[-1], 8, 3)
+    first, other = session_scatter(session, layers[0], 0, 1), session_scatter(session, layers[-1], 8, 3)
     assert first.layout.title.text.startswith(f"3 · Layer {layers[0]}, head 0, step 1")
     assert other.layout.title.text.startswith(f"3 · Layer {layers[-1]}, head 8, step 3")
     assert sum(len(t.x) for t in other.data) == sum(len(t.x) for t in first.data) + 2  # two tokens later
-    assert app.scatter(session, 0, 0, 1) is None  # layer 0 runs dense: nothing traced
-    assert app.scatter(None, 2, 0, 1) is None
+    assert session_scatter(session, 0, 0, 1) is None  # layer 0 runs dense: nothing traced
+    assert session_scatter(None, 2, 0, 1) is None
 
 
 def test_stop_during_the_prefill_ends_the_run_and_the_next_run_starts(studio):
@@ -183,7 +185,7 @@ def test_build_app_wires_the_events(studio):
     demo = app.build_app(studio)
     assert isinstance(demo, gr.Blocks) and demo.title == "Adamas Studio"
     fns = {dep.name: dep for dep in demo.fns.values()}
-    assert {"run", "compare", "scatter", "example", "stop"} <= set(fns) and fns["compare"].api_name == "compare"
+    assert {"run", "compare", "session_scatter", "example", "stop"} <= set(fns) and fns["compare"].api_name == "compare"
     runs = [dep for dep in demo.fns.values() if dep.name == "run"]
     assert len(runs) == 2  # the Run button and an example's click
     lane = {(dep.concurrency_id, dep.concurrency_limit) for dep in [*runs, fns["compare"]]}
@@ -280,9 +282,11 @@ def test_changed_input_is_said_on_the_page(studio):
     shown = " ".join(str(w.message) for w in said)
     assert "A budget of 40 is not on offer" in shown and "ran with 48" in shown
     assert "The document holds only 1 token" in shown and "only 1 token" in values[-1]["status"]
-    assert app.checked_budget(128, "40") == 48 and app.checked_budget(128, 64) == 64
+    snapped = studio.budget_box("40")
+    assert snapped["budget"] == 48 and "A budget of 40 is not on offer" in snapped["notes"][0]
+    assert studio.budget_box(64) == {"budget": 64, "notes": []}
     with pytest.warns(UserWarning, match="The budget is empty: .* It was set back to 128"):
-        assert app.checked_budget(128, None) == 128
+        assert app.shown(studio.budget_box(None)) == {"budget": 128}
 
 
 def test_an_upload_is_read_at_once_and_removed(studio):
@@ -290,7 +294,8 @@ def test_an_upload_is_read_at_once_and_removed(studio):
     folder.mkdir(exist_ok=True)
     path = folder / "launch.txt"
     path.write_text(DOCUMENT)
-    document, note = app.take_upload(studio, str(path))
+    taken = app.shown(studio.take(str(path)))
+    document, note = taken["upload"], taken["file_note"]
     assert not path.exists() and document.text == DOCUMENT.strip() and document.source == str(path)
     assert f"launch.txt: {len(DOCUMENT.strip())} characters read" in note and "removed from the server" in note
     done = list(app.run_page(studio, inputs(file=str(path), upload=document, text="", max_new_tokens=2), None))
@@ -302,7 +307,9 @@ def test_an_upload_is_read_at_once_and_removed(studio):
 def test_an_example_fills_the_inputs(studio, tmp_path, monkeypatch):
     monkeypatch.setattr(studio, "examples_dir", tmp_path)
     (tmp_path / "launch.txt").write_text(DOCUMENT)
-    text, question, evidence, note = studio.example(0)
+    filled = studio.example(0)
+    text, question, evidence, note = (filled[name] for name in ("text", "question", "evidence", "example_note"))
+    assert filled["file"] is None and filled["upload"] is None
     assert FACT in text and question == QUESTION and evidence == FACT
     assert "Launch" in note and "4417" in note and "CC0" in note
     (tmp_path / "launch.txt").unlink()

@@ -18,6 +18,7 @@ from visualize.scores import estimated_vs_true_scatter
 
 if TYPE_CHECKING:
     from adamas.comparison import Comparison
+    from adamas.session import Session
 
 PANELS = {
     "document_plot": "1 · The document, each token shaded by how often Adamas selected it",
@@ -100,6 +101,23 @@ def run_panels(
         means = {mode: float(np.mean(ms)) for mode, ms in result.step_ms.items() if ms}
         figures["stage_plot"] = numbered("stage_plot", stage_breakdown(result.stages, means))
     return figures
+
+
+def session_panels(session: Session) -> dict[str, go.Figure | None]:
+    """Every figure of a finished session by panel name, figure 3 at its first traced layer, head 0, last step."""
+    job, result = session.job, session.result
+    budget = job.config.budget
+    figures = run_panels(result, job.prompt.tokens, job.prompt.start, job.highlight, job.config.dense_layers, budget)
+    layers = session.traced_layers()
+    figures["scatter_plot"] = session_scatter(session, layers[0] if layers else None, 0, len(result.heads))
+    return {name: figures.get(name) for name in PANELS}  # in page order
+
+
+def session_scatter(session: Session | None, layer: object, head: object, step: object) -> go.Figure | None:
+    """Figure 3 redrawn for the picked layer, head and step from the session alone (None before a run)."""
+    if session is None:
+        return None
+    return scatter_panel(session.result.heads, layer, head, step, session.job.config.budget)
 
 
 def run_report(run: Mapping, figures: Sequence[go.Figure | None]) -> str:
