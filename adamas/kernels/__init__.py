@@ -6,8 +6,8 @@ code_distance (manhattan), histogram_select (select), scan_select (nearest: the 
 step's selection, manhattan + mark_forced + select + drop_excluded in one op), sparse_decode
 (sparse_attention) and dense_decode (dense_attention). The pieces several share have modules
 of their own: bits (popcounts, thermometer planes, Sylvester signs), histogram (distance bins and
-the threshold pass of both selections), split_k (online softmax and the merge of splits) and runtime
-(interpreter check, persistent counters).
+the threshold pass of both selections), split_k (online softmax and the merge of splits), forced (the
+sink and recent tokens) and runtime (interpreter check, persistent counters).
 """
 
 from adamas.kernels.code_distance import manhattan

@@ -25,8 +25,10 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.bits import popcount, thermometer, words
+from adamas.kernels.forced import forced_tokens
 from adamas.kernels.histogram import distance_bin, threshold_kernel
 from adamas.kernels.runtime import interpreted
+from adamas.reference import forced_mask
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _scan_kernel(
         if HAS_FORCED:
             m_forced = tl.load(forced_ptr + i_b * stride_fb + o_l, mask=m_l, other=0) != 0
         else:
-            m_forced = (o_l < SINK) | (o_l >= L - RECENT)
+            m_forced = forced_tokens(o_l, L, SINK, RECENT)
         for g in tl.static_range(GROUP):
             b_diff = tl.sum(popcount(b_q01s[g][None, :, :] ^ b_k01, HW_POPC), 2)
             b_diff += popcount(b_q2s[g][None, :] ^ b_k2, HW_POPC)
@@ -262,8 +264,7 @@ def scan_distances(
     n_chunks = triton.cdiv(length, chunk)
     forced = None
     if valid is not None and (sink or recent):
-        from_end = valid.flip(-1).cumsum(-1).flip(-1)  # [B, L] valid tokens at or after each position
-        forced = (valid & ((valid.cumsum(-1) <= sink) | (from_end <= recent))).view(torch.uint8)
+        forced = forced_mask(length, sink, recent, valid).view(torch.uint8)  # [B, L], counted among valid tokens
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
     # rows padded to 16 tokens: whole 32-byte vectors for the split kernel whatever L is
     dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=q_codes.device)[..., :length]
