@@ -136,7 +136,7 @@ def dense_attention(
         q,
         k,
         v,
-        q if valid_u8 is None else valid_u8,
+        valid_u8,
         m_part,
         l_part,
         acc_part,
@@ -159,7 +159,7 @@ def dense_attention(
         G_PAD=max(MIN_GROUP, triton.next_power_of_2(group)),
         D=d,
         BLOCK_L=block,
-        HAS_VALID=valid is not None,
+        HAS_VALID=valid_u8 is not None,
         # fp32 in full precision; Triton's interpreter has no bf16 matmul, so on the CPU every dtype
         IEEE=q.dtype == torch.float32 or interpreted(_dense_attention_partial_kernel),
     )

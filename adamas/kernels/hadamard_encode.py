@@ -84,12 +84,10 @@ def _launch(
     # fp16 and bf16 values are exact in tf32, so the dot stays exact there; fp32 needs ieee
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     grid = (triton.cdiv(n, block_n),)
-    per_head = isinstance(thresholds, torch.Tensor)
-    if per_head:  # [H, 3] for dim 1 of x: [B, H, d] (one row a head) or [B, H, L, d] (L rows a head)
+    table, scalars, rows_per_head, heads = None, thresholds, 1, 1
+    if isinstance(thresholds, torch.Tensor):  # [H, 3] for dim 1 of x: [B, H, d] (one row a head) or [B, H, L, d]
         table = thresholds.to(device=x.device, dtype=torch.float32).contiguous()
         scalars, rows_per_head, heads = (0.0, 0.0, 0.0), (x.shape[2] if x.ndim == 4 else 1), table.shape[0]
-    else:
-        table, scalars, rows_per_head, heads = rows, thresholds, 1, 1
     _hadamard_encode_kernel[grid](
         rows,
         out_rows,
@@ -101,7 +99,7 @@ def _launch(
         rows_per_head,
         heads,
         1.0 / math.sqrt(d),
-        PER_HEAD=per_head,
+        PER_HEAD=table is not None,
         D=d,
         LOG2_D=d.bit_length() - 1,
         BLOCK_N=block_n,

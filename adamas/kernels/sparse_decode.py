@@ -130,7 +130,8 @@ def sparse_attention(
     num_splits, chunk = _splits(n_sel, block_k)
     m_part, l_part, acc_part = split_partials(b * hq * num_splits, d, q.device)
     out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
-    fused = b * hq * num_splits <= fused_merge_programs
+    # each head's count of finished splits, where its last split merges
+    counts = zeroed("sparse-attention-count", b * hq, q.device) if b * hq * num_splits <= fused_merge_programs else None
     _sparse_attention_partial_kernel[(b * hq, num_splits)](
         q_ptr=q,
         k_ptr=k,
@@ -139,7 +140,7 @@ def sparse_attention(
         m_ptr=m_part,
         l_ptr=l_part,
         acc_ptr=acc_part,
-        count_ptr=zeroed("sparse-attention-count", b * hq, q.device) if fused else m_part,
+        count_ptr=counts,
         o_ptr=out,
         K=n_sel,
         HQ=hq,
@@ -159,11 +160,11 @@ def sparse_attention(
         CHUNK=chunk,
         NUM_SPLITS=num_splits,
         S_PAD=triton.next_power_of_2(num_splits),
-        FUSED_MERGE=fused,
+        FUSED_MERGE=counts is not None,
         GROUP=hq // k.shape[1],
         D=d,
         BLOCK_K=block_k,
     )
-    if num_splits > 1 and not fused:
+    if num_splits > 1 and counts is None:
         merge_splits(out, m_part, l_part, acc_part, num_splits)
     return out
