@@ -184,7 +184,7 @@ def figure_panels(studio: Studio, c: dict) -> None:
 def panel(c: dict, name: str, visible: bool = True) -> None:
     """Figure `name` into `c` under its caption, which says what it shows before there is a run."""
     with gr.Column(visible=visible):
-        gr.Markdown(PANELS[name], elem_classes="caption")
+        gr.Markdown(PANELS[name], elem_id=f"{name.replace('_', '-')}-caption")
         c[name] = gr.Plot(show_label=False, elem_id=name.replace("_", "-"))
 
 

@@ -1,6 +1,7 @@
 """The page in a real browser (headless Chromium at 1280 and 1920 px): captions before a run, a run's answers and
-figures in page order, the downloads, the examples shown whole, every changed or refused input said on the page,
-and Stop inside a prefill ending the run so that the next Run starts. Screenshots go to the test's tmp_path."""
+figures in page order, laid out without overflow, cut-off or overlapping text (read off the bounding boxes), the
+downloads, the examples shown whole, every changed or refused input said on the page, and Stop inside a prefill
+ending the run so that the next Run starts. Screenshots go to the test's tmp_path."""
 
 from __future__ import annotations
 
@@ -23,6 +24,62 @@ from adamas.config import default_window  # noqa: E402
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/setup installs it, Playwright never downloads one
 PLOTS = ("document-plot", "density-plot", "scatter-plot", "latency-plot", "recall-plot")  # figures 1 to 5
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+PAGE_LAYOUT = """plots => {
+  const box = el => el.getBoundingClientRect(), problems = [], root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth) problems.push(`the page is ${root.scrollWidth} px wide`);
+  for (const id of plots) {  // each panel under a one-line caption, drawn or not
+    const caption = document.querySelector(`#${id}-caption`), plot = box(document.querySelector(`#${id}`));
+    if (!caption || !caption.innerText.trim()) { problems.push(`#${id} has no caption`); continue; }
+    const c = box(caption), text = caption.querySelector('p') || caption;
+    const lines = box(text).height / parseFloat(getComputedStyle(text).lineHeight);
+    if (lines > 1.5) problems.push(`#${id}'s caption takes ${lines.toFixed(1)} lines`);
+    if (c.bottom > plot.top + 1 || plot.top - c.bottom > 40 || Math.abs(c.left - plot.left) > 2)
+      problems.push(`#${id}'s caption is not just above it`);
+    if (plot.height < 100) problems.push(`#${id} is only ${plot.height} px high`);
+  }
+  for (const cell of document.querySelectorAll('#examples td, #examples th'))
+    if (cell.scrollWidth > cell.clientWidth + 1 || cell.innerText.trim().endsWith('…'))
+      problems.push(`the example cell "${cell.innerText}" is cut`);
+  for (const id of ['status', 'summary', 'adamas-stats', 'full-stats', 'adamas-answer', 'full-answer'])
+    if (document.querySelector(`#${id}`).scrollWidth > document.querySelector(`#${id}`).clientWidth + 1)
+      problems.push(`#${id} overflows its box`);
+  for (const id of ['adamas-answer', 'full-answer'])
+    if (box(document.querySelector(`#${id} textarea`)).width < 250) problems.push(`#${id} is too narrow to read`);
+  return problems;
+}"""
+"""What is out of place on the page, drawn or not: horizontal overflow, a panel without its one-line caption just
+above it, a cut example, answers, stats or status overflowing or too narrow."""
+FIGURE_LAYOUT = """plots => {
+  const box = el => el.getBoundingClientRect(), problems = [];
+  const overlap = (a, b, slack) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > slack
+    && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > slack;
+  for (const id of plots) {
+    const svg = document.querySelector(`#${id} svg.main-svg`);
+    if (!svg) { problems.push(`#${id}: no figure drawn`); continue; }
+    const frame = box(svg), named = t => `#${id} ${t.getAttribute('class') || t.parentNode.getAttribute('class')} `
+      + `"${t.textContent.slice(0, 30)}"`;
+    const texts = [...svg.parentNode.querySelectorAll('svg text')].filter(t => t.textContent.trim() && box(t).width);
+    for (const t of texts) {
+      const b = box(t);
+      if (b.left < frame.left - 1 || b.right > frame.right + 1 || b.top < frame.top - 1 || b.bottom > frame.bottom + 1)
+        problems.push(`${named(t)} is cut off at the figure's edge`);
+    }
+    const labels = texts.filter(t => !t.closest('.hm'));  // titles, notes, legends, axes, colour bars
+    labels.forEach((t, i) => labels.slice(i + 1).forEach(u => {
+      if (overlap(box(t), box(u), 1)) problems.push(`${named(t)} overlaps ${named(u)}`);
+    }));
+    const cells = texts.filter(t => t.closest('.hm'));  // heatmap labels, row by row: a gap between neighbours
+    cells.slice(1).forEach((t, i) => {
+      if (overlap(box(cells[i]), box(t), 0)) problems.push(`${named(cells[i])} runs into ${named(t)}`);
+    });
+    const lines = [...svg.parentNode.querySelectorAll('.shapelayer path')].map(box)
+      .filter(b => b.width < 4 || b.height < 4);  // drawn lines, such as the dashed means; not the shaded bands
+    for (const t of labels) if (lines.some(l => overlap(box(t), l, 0))) problems.push(`${named(t)} sits on a line`);
+  }
+  return problems;
+}"""
+"""What is out of place in the drawn figures: text cut off at a figure's edge, titles, notes, legends, tick labels and
+colour bars running into one another or onto a drawn line, figure 1's tokens running together."""
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +103,12 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+def in_reading_order(page) -> list[int]:
+    """The figures' numbers in the order a reader meets them: row by row, left to right."""
+    boxes = [page.locator(f"#{plot}").bounding_box() for plot in PLOTS]
+    return [i + 1 for i in sorted(range(len(PLOTS)), key=lambda i: (round(boxes[i]["y"] / 50), boxes[i]["x"]))]
 
 
 def open_page(browser, url: str, width: int):
@@ -73,6 +136,7 @@ def set_number(page, elem_id: str, typed: str) -> None:
 def test_a_run_shows_both_answers_and_the_figures_in_order(browser, served, tmp_path, width):
     page = open_page(browser, served, width)
     page.screenshot(path=tmp_path / f"before-{width}.png", full_page=True)
+    assert page.evaluate(PAGE_LAYOUT, PLOTS) == [] and in_reading_order(page) == [1, 2, 3, 4, 5]
     before = page.locator("body").inner_text()
     for caption in app.PANELS.values():
         if "GPU only" not in caption:  # figure 6 is hidden on a CPU
@@ -99,13 +163,11 @@ def test_a_run_shows_both_answers_and_the_figures_in_order(browser, served, tmp_
     for answer in ("#adamas-answer textarea", "#full-answer textarea"):
         assert page.locator(answer).input_value().strip()
     assert re.search(r"Budget 48 of \d+ context tokens", page.locator("#summary").inner_text())
-    boxes = [page.locator(f"#{plot}").bounding_box() for plot in PLOTS]
-    order = sorted(range(len(PLOTS)), key=lambda i: (round(boxes[i]["y"] / 50), boxes[i]["x"]))
-    assert order == [0, 1, 2, 3, 4], f"figures read in the order {[i + 1 for i in order]}"
+    assert in_reading_order(page) == [1, 2, 3, 4, 5]
     for i, plot in enumerate(PLOTS, start=1):
         title = page.locator(f"#{plot} .gtitle").first.text_content()
         assert title.startswith(f"{i} · "), f"#{plot} holds {title!r}"
-    assert all(box["x"] + box["width"] <= width for box in boxes), "no figure runs off the page"
+    assert page.evaluate(PAGE_LAYOUT, PLOTS) == [] and page.evaluate(FIGURE_LAYOUT, PLOTS) == []
 
     if width == 1280:
         with page.expect_download() as download:

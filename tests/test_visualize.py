@@ -312,6 +312,14 @@ def test_recall_labels_each_run_of_dense_layers_once_and_keeps_layer_numbers_lev
     assert recall.runs(()) == [] and recall.runs((3,)) == [(3, 3)]
 
 
+@pytest.mark.parametrize("steps", [1, 5, 9, 31, 127])
+def test_latency_steps_start_at_one_with_few_whole_labels(steps: int) -> None:
+    axis = latency_comparison(np.full(steps, 80.0), np.full(steps, 84.0)).layout.xaxis
+    assert tuple(axis.range) == (0.5, steps + 0.5), "no step 0 (the prefill), no label at the origin"
+    labels = [t for t in np.arange(axis.tick0, steps + 1, axis.dtick) if t >= 1]
+    assert axis.dtick == int(axis.dtick) and 1 <= len(labels) <= 8
+
+
 def test_latency_means_sit_in_the_legend_not_on_the_lines() -> None:
     fig = latency_comparison([80.0, 81.0], [84.0, 85.0])
     assert fig.layout.annotations == (), "a label on a dashed mean line would cover the other run's line"
@@ -329,8 +337,8 @@ def test_token_labels_fit_their_cells(width: int) -> None:
     tokens = ["Netherfield", " acknowledged", "<|im_end|>", " a", "\n"] * 40
     fig = selected_token_heatmap(tokens, np.ones(len(tokens)), width=width)
     shown = [cell.replace("&lt;", "<") for row in fig.data[0].text for cell in row]
-    cell_px = document.PLOT_PX / width
-    assert max(len(label) for label in shown) * document.LABEL_PX * document.CHAR_EM <= cell_px
+    assert max(map(document.label_px, shown)) <= document.PLOT_PX / width - document.GAP_PX, "a gap between words"
+    assert document.label_px("mmmm") > document.label_px("illi"), "cut by width, not by length"
 
 
 @pytest.mark.parametrize("tokens", [3, 60, 5000], ids=["three-tokens", "two-rows", "long"])

@@ -62,7 +62,11 @@ def selection_density_map(
             zmin=0,
             zmax=cap,
             hovertemplate="%{y}<br>positions %{x}<br>selected %{z:,.0f} times<extra></extra>",
-            colorbar={"title": {"text": "times<br>selected", "side": "top"}, "thickness": 12},
+            colorbar={
+                "title": {"text": "times<br>selected", "side": "top"},
+                "ticklabelposition": "outside bottom",  # a label at the top would run into the title
+                "thickness": 12,
+            },
         )
     )
     for layer in range(1, layers):

@@ -16,11 +16,19 @@ COLORSCALE = [[0.0, "#ffffff"], [0.15, "#fde0c5"], [0.5, "#f59e5b"], [1.0, "#b24
 HIGHLIGHT_COLOR = "#1f5fbf"
 LABEL_PX = 10
 """Type size of the token labels."""
-PLOT_PX = 1060
-"""The narrowest the page draws the cells: its whole width on a 1280 px window, less axis and colour bar. A label
-longer than its cell at that width runs into its neighbours' (plotly does not clip heatmap text)."""
+PLOT_PX = 1040
+"""The narrowest the page draws the cells (measured): its whole width on a 1280 px window, less axis and colour bar."""
+GAP_PX = 4
+"""Room kept between neighbouring labels, the cells' 1 px gap included, so that they read as separate words
+(plotly does not clip heatmap text: a label wider than its cell runs into its neighbours')."""
 CHAR_EM = 0.6
-"""A character's width in ems, about that of an average letter of a sans-serif font."""
+"""A lower-case letter's width in ems in a sans-serif font; CHAR_EMS holds the characters far from it."""
+CHAR_EMS = {
+    **dict.fromkeys("ijl.,:;'!|", 0.3),
+    **dict.fromkeys('frt()[]{}-"', 0.4),
+    **dict.fromkeys("mwMW@%", 0.95),
+    **dict.fromkeys("…⏎⇥␍␣", 1.0),
+}
 ROW_PX, BOTTOM_PX, COLORBAR_PX = 22, 20, 300
 MIN_ROWS = 8
 """Rows of height the page keeps even for a short text: room for the colour bar, its title and the axis title."""
@@ -34,12 +42,19 @@ def _visible(token: str) -> str:
     return token
 
 
-def _label(token: str, chars: int) -> str:
-    """What a cell shows: the visible token without its spaces (␣ if only spaces), cut to `chars`."""
+def _label(token: str, room_px: float) -> str:
+    """What a cell shows: the visible token without its spaces (␣ if only spaces), cut with … to `room_px`."""
     shown = _visible(token).strip(" ") or ("␣" if token else "")
-    if len(shown) > chars:
-        shown = shown[: chars - 1] + "…"
+    if label_px(shown) > room_px:
+        while shown and label_px(shown + "…") > room_px:
+            shown = shown[:-1]
+        shown = shown + "…" if shown else ""
     return html.escape(shown, quote=False)
+
+
+def label_px(text: str) -> float:
+    """About how wide `text` is drawn at LABEL_PX, in pixels."""
+    return LABEL_PX * sum(CHAR_EMS.get(c, 0.7 if c.isupper() else CHAR_EM) for c in text)
 
 
 def _check_highlight(highlight: object, n: int) -> tuple[int, int]:
@@ -74,7 +89,7 @@ def selected_token_heatmap(
     tokens: Sequence[str],
     counts: Sequence[float] | np.ndarray,
     highlight: tuple[int, int] | None = None,
-    width: int = 40,
+    width: int = 32,
     title: str | None = None,
 ) -> go.Figure:
     """The tokens laid out as a page, `width` a row, each cell shaded by how often it was selected."""
@@ -94,12 +109,12 @@ def selected_token_heatmap(
         return [padded[r * width : (r + 1) * width] for r in range(rows)]
 
     hover = [f"token {i}: {html.escape(_visible(t).replace(' ', '␣'), quote=False)}" for i, t in enumerate(tokens)]
-    chars = label_chars(width)
+    room = PLOT_PX / width - GAP_PX
     cap = color_cap(values)
     fig = go.Figure(
         go.Heatmap(
             z=page(values.tolist(), None),  # [rows, width]; None leaves the last row's tail blank
-            text=page([_label(t, chars) for t in tokens], ""),
+            text=page([_label(t, room) for t in tokens], ""),
             customdata=page(hover, ""),
             texttemplate="%{text}",
             textfont={"size": LABEL_PX},
@@ -112,6 +127,7 @@ def selected_token_heatmap(
             ygap=1,
             colorbar={
                 "title": {"text": "times<br>selected", "side": "top"},
+                "ticklabelposition": "outside bottom",  # the top label stays below the title
                 "thickness": 12,
                 "len": min(COLORBAR_PX, shown * ROW_PX),  # pixels, at the top: on a long page a full-height bar
                 # would stretch out of view, and on a short one a longer bar would be cut off at the bottom
@@ -146,8 +162,3 @@ def selected_token_heatmap(
         template="plotly_white",
     )
     return fig
-
-
-def label_chars(width: int) -> int:
-    """Characters a cell's label may show, `width` cells a row, so that it stays inside its cell at PLOT_PX."""
-    return max(1, int(PLOT_PX / width // (LABEL_PX * CHAR_EM)))

@@ -59,12 +59,19 @@ def latency_comparison(
     if prefill_ms is not None:
         notes.append(f"prefill (dense in both): Adamas {prefill[0]:.1f} ms, full {prefill[1]:.1f} ms")
     fig.update_layout(
-        xaxis={"title": "decode step", "rangemode": "tozero"},
+        xaxis={"title": "decode step", **step_axis(max(adamas.size, full.size))},
         yaxis={"title": "latency (ms)", "rangemode": "tozero"},
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
         template="plotly_white",
     )
     return titled(fig, "Decode latency per step", *notes, legend_above=True)
+
+
+def step_axis(steps: int, ticks: int = 8) -> dict[str, object]:
+    """An x axis over decode steps 1 to `steps`, at most `ticks` whole-step labels: no step 0 (the prefill), so no
+    label at the origin to run into the latency axis' 0."""
+    dtick = next(m * 10**e for e in range(12) for m in (1, 2, 5) if steps <= m * 10**e * ticks)
+    return {"range": [0.5, steps + 0.5], "tick0": 1 if dtick == 1 else 0, "dtick": dtick}
 
 
 STAGE_COLORS = {
