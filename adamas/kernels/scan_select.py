@@ -37,7 +37,7 @@ class NearestLaunch:
 
     block_l: int = 256  # tokens per step of the scan
     scan_programs: int = 1024  # scan programs to aim for: long chunks only when there are enough
-    max_chunks: int = 128  # chunks per row at most: what the threshold kernel reads at once
+    max_chunks: int = 64  # chunks per row at most: what the threshold kernel reads at once
     # bins of the scan's histogram: more cost the scan a little, fewer leave more candidates to the finish
     coarse_bins: int = 64
     scan_warps: int = 4
@@ -69,7 +69,6 @@ def _scan_kernel(
     stride_fb,
     stride_d,
     GROUP: tl.constexpr,
-    G_PAD: tl.constexpr,
     NP: tl.constexpr,
     NW: tl.constexpr,
     BLOCK_L: tl.constexpr,
@@ -86,22 +85,24 @@ def _scan_kernel(
     # [NP, 2] pair p holds words p and p + NP: each half of a token is one run, read as one vector
     o_w = tl.arange(0, NP)[:, None] + NP * o_j[None, :]
     m_w = (NP * o_j < NW)[None, :]  # [1, 2] only d = 16 (one word) lacks a second half; whole runs keep vectors
-    o_g = tl.arange(0, G_PAD)
     o_bin = tl.arange(0, NBINS)
     p_k = k_ptr + tl.multiple_of(i_b * stride_kb + i_hkv * stride_kh, NW) + o_w[None, :, :]
     start = i_c * N_STEPS * BLOCK_L
     o_l = start + tl.arange(0, BLOCK_L)
     # [BLOCK_L, NP, 2] key words (rows of NW words), the next step's loaded while this one is scored
     b_next = tl.load(p_k + o_l[:, None, None] * NW, mask=(o_l < L)[:, None, None] & m_w[None, :, :], other=0)
-    # the group's query planes, made once: per head, [NP, 2] thermometer words and [NP] packed c > 2 words
+    # the group's query planes, made once (per head, [NP, 2] thermometer words and [NP] packed c > 2
+    # words), and one histogram per head in the histogram's own layout: a [GROUP, NBINS] tile would
+    # cost a layout conversion (shared memory, barriers) every step
     b_q01s = ()
     b_q2s = ()
+    b_hists = ()
     for g in tl.static_range(GROUP):
         b_q = tl.load(q_ptr + i_b * stride_qb + (i_hkv * GROUP + g) * stride_qh + o_w, mask=m_w, other=0)
         b_q01, b_q2 = thermometer(b_q.to(tl.uint32, bitcast=True))
         b_q01s += (b_q01,)
         b_q2s += (tl.sum(b_q2 << o_j.to(tl.uint32)[None, :], 1),)
-    b_hist = tl.zeros([G_PAD, NBINS], dtype=tl.int32)
+        b_hists += (tl.zeros([NBINS], dtype=tl.int32),)
     for i in range(N_STEPS):
         o_l = start + i * BLOCK_L + tl.arange(0, BLOCK_L)
         m_l = o_l < L
@@ -119,19 +120,27 @@ def _scan_kernel(
             m_forced = tl.load(forced_ptr + i_b * stride_fb + o_l, mask=m_l, other=0) != 0
         else:
             m_forced = forced_tokens(o_l, L, SINK, RECENT)
+        b_counts = ()
         for g in tl.static_range(GROUP):
-            b_diff = tl.sum(popcount(b_q01s[g][None, :, :] ^ b_k01, HW_POPC), 2)
-            b_diff += popcount(b_q2s[g][None, :] ^ b_k2, HW_POPC)
-            b_d = tl.where(m_excluded, EXCLUDED_16, tl.where(m_forced, -1, tl.sum(b_diff, 1)))  # [BLOCK_L]
+            # a token's three XOR words per pair (two thermometer halves, one c > 2 word) through a
+            # carry-save adder: popcount(a) + popcount(b) + popcount(c) = popcount(sum) + 2 popcount(carry),
+            # two popcounts where three were, for two bitwise ops
+            b_a, b_b = tl.split(b_q01s[g][None, :, :] ^ b_k01)
+            b_c = b_q2s[g][None, :] ^ b_k2
+            b_sum = b_a ^ b_b ^ b_c
+            b_carry = (b_a & b_b) | (b_c & (b_a ^ b_b))
+            b_diff = tl.sum(popcount(b_sum, HW_POPC) + 2 * popcount(b_carry, HW_POPC), 1)
+            b_d = tl.where(m_excluded, EXCLUDED_16, tl.where(m_forced, -1, b_diff))  # [BLOCK_L]
             # the row's padding past L is written too, as excluded: the split kernel reads whole vectors
             b_pad = tl.where(m_l, b_d, EXCLUDED_16).to(tl.int16)
             tl.store(d_ptr + (i_bh * GROUP + g) * stride_d + o_l, b_pad, mask=o_l < stride_d)
             # lanes past L go to bin NBINS - 2, which no distance reaches, and are dropped below
             b_count = tl.histogram(tl.where(m_l, distance_bin(b_d, NBINS, SHIFT), NBINS - 2), NBINS)
-            b_hist += tl.where(o_g[:, None] == g, b_count[None, :], 0)
-    b_hist = tl.where(o_bin[None, :] == NBINS - 2, 0, b_hist)
-    p_h = h_ptr + ((i_bh * GROUP + o_g)[:, None] * N_CHUNKS + i_c) * NBINS + o_bin[None, :]
-    tl.store(p_h, b_hist, mask=(o_g < GROUP)[:, None])
+            b_counts += (b_hists[g] + b_count,)
+        b_hists = b_counts
+    for g in tl.static_range(GROUP):
+        b_hist = tl.where(o_bin == NBINS - 2, 0, b_hists[g])
+        tl.store(h_ptr + ((i_bh * GROUP + g) * N_CHUNKS + i_c) * NBINS + o_bin, b_hist)
 
 
 @triton.jit
@@ -290,7 +299,6 @@ def scan_distances(
         0 if forced is None else forced.stride(0),
         dist.stride(1),
         GROUP=group,
-        G_PAD=triton.next_power_of_2(group),
         NP=triton.cdiv(nw, 2),
         NW=nw,
         BLOCK_L=block,
