@@ -25,6 +25,8 @@ PAPER_FIELDS: dict[str, object] = {"thresholds": "paper", "dense_layers": (0, 1)
 """The paper's decode settings, short of the budget: what `AdamasConfig.paper()` sets."""
 
 BACKENDS = ("auto", "torch", "triton", "cpu")
+DENSE_BACKENDS = ("auto", "torch", "triton")
+"""How the integration runs a masked one-token dense step: the split-K kernel on CUDA and SDPA elsewhere, or either."""
 SELECTORS = ("adamas", "adamas-calibrated", "quest", "streaming", "oracle", "full")
 """How a decode step picks its tokens: Adamas (paper or calibrated thresholds), or a baseline to compare with."""
 QUEST_PAGE = 16
@@ -113,6 +115,10 @@ class AdamasConfig:
         budget (see `default_window`).
     recent: the last `recent` tokens are always selected; unset, DEFAULT_RECENT scaled likewise.
     backend: "auto" (Triton on CUDA, PyTorch elsewhere), "torch" or "triton".
+    dense_backend: how the model's masked one-token dense steps run (a dense layer, or full
+        attention, on a fixed-capacity cache or a padded batch): "auto" (the split-K kernel
+        `adamas.dense_attention` on CUDA, grouped SDPA elsewhere), "torch" (SDPA) or "triton"
+        (the kernel; on the CPU only with TRITON_INTERPRET=1).
 
     The defaults are the best of a measured grid on the default model (benchmarks/choose_defaults.py,
     docs/evaluation.md); `AdamasConfig.paper()` gives the paper's settings.
@@ -126,6 +132,7 @@ class AdamasConfig:
     recent: int | None = None
     backend: str = "auto"
     selector: str = "adamas"
+    dense_backend: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", check_int("budget", self.budget, 1))
@@ -145,6 +152,8 @@ class AdamasConfig:
         self._resolve_window()
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dense_backend not in DENSE_BACKENDS:
+            raise ValueError(f"dense_backend must be one of {DENSE_BACKENDS}, got {self.dense_backend!r}")
 
     @classmethod
     def paper(cls, budget: int = 128, **fields: object) -> AdamasConfig:

@@ -2,8 +2,9 @@
 
 `enable(model, config)` registers the attention function "adamas" with transformers'
 AttentionInterface (prefill and dense layers go to SDPA, one-token decode steps to
-`adamas.decode_attention`) and a forward pre-hook that gives the cache that `generate`
-creates Adamas layers before anything is stored in it. `disable(model)` undoes both.
+`adamas.decode_attention`) and forward hooks: before the forward, they give the cache that
+`generate` creates Adamas layers before anything is stored in it, and make `config` the one
+the attention function reads for the length of the forward. `disable(model)` undoes both.
 Nothing in the model's classes is patched.
 """
 
@@ -13,8 +14,8 @@ import contextlib
 import functools
 import logging
 from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
 
 import torch
 import transformers
@@ -28,7 +29,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from adamas import cpu, ops
 from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig
-from adamas.ops import calibrate, decode_attention_unchecked, encode, query_thresholds
+from adamas.ops import calibrate, decode_attention, encode, query_thresholds
 from adamas.tracing import ACTIVE_RECORDER, ACTIVE_TRACER
 
 TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
@@ -36,8 +37,6 @@ TRANSFORMERS_RANGE = ("5.17.0", "6.0.0")
 SUPPORTED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 logger = logging.getLogger(__name__)
 ATTENTION_NAME = "adamas"
-DENSE_BACKEND = "auto"
-"""Backend of masked one-token dense steps: "auto" runs the split-K kernel on CUDA, grouped SDPA elsewhere."""
 
 if not Version(TRANSFORMERS_RANGE[0]) <= Version(transformers.__version__) < Version(TRANSFORMERS_RANGE[1]):
     raise ImportError(
@@ -50,6 +49,9 @@ CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24.0
 
 # Set by AdamasLayer.update, read by the attention function called next in the same layer.
 _LAST_UPDATE: ContextVar[tuple[object, torch.Tensor] | None] = ContextVar("adamas_last_update", default=None)
+# The config of the enabled model whose forward runs now, set by its forward hooks: a dense layer's
+# attention reads its dense_backend (it has no Adamas cache layer to carry the config).
+_FORWARD_CONFIG: ContextVar[AdamasConfig | None] = ContextVar("adamas_forward_config", default=None)
 
 
 def offer_codes(layer, keys: torch.Tensor) -> None:
@@ -211,19 +213,23 @@ def adamas_attention(
 
     A one-token decode step on an Adamas cache layer runs Adamas (or the config's baseline
     selector); everything else (prefill, dense layers, selector "full", training, caches
-    without codes) runs SDPA.
+    without codes) runs `dense_attention` on the enabled config's dense_backend.
     """
     last = _LAST_UPDATE.get()
     _LAST_UPDATE.set(None)  # hold no reference to the cache past this layer
     layer = last[0] if last is not None and last[1] is key else None
     if layer is None or query.shape[2] != 1 or module.training or layer.config.selector == "full":
-        return dense_attention(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        enabled = _FORWARD_CONFIG.get()
+        backend = "auto" if enabled is None else enabled.dense_backend
+        return dense_attention(
+            module, query, key, value, attention_mask, backend, dropout=dropout, scaling=scaling, **kwargs
+        )
     valid = _valid_tokens(attention_mask, key.shape[2])
     q, config, codes = query.select(2, 0), layer.config, layer.codes
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
-    step = functools.partial(  # the layer's tensors and thresholds were checked as it made them
-        decode_attention_unchecked,
+    step = functools.partial(
+        decode_attention,
         q,
         key,
         value,
@@ -233,6 +239,7 @@ def adamas_attention(
         valid=valid,
         thresholds=per_head,
         k_planes=layer.planes,
+        check_inputs=False,  # the layer's tensors and thresholds were checked as it made them
     )
     tracer, recorder = ACTIVE_TRACER.get(), ACTIVE_RECORDER.get()
     if tracer is None and recorder is None:
@@ -251,33 +258,32 @@ def dense_attention(
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
+    backend: str = "auto",
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """SDPA, except for a one-token decode step, which reads K and V once per GQA group.
 
-    A fixed-capacity cache decodes under a mask of its written slots, and SDPA takes no flash
-    kernel with a mask: on CUDA (DENSE_BACKEND) the step runs `adamas.dense_attention`, a
-    split-K kernel. Elsewhere SDPA gets query [B, Hq, 1, d] as [B, Hkv, Hq / Hkv, d], each
-    group's heads the queries of its KV head, so that K and V are not copied to every query
-    head (transformers' SDPA path does that before 5.24 whenever it gets a mask). Unmasked
-    steps (a dynamic cache) take the grouped call too on a CPU, where SDPA's enable_gqa
-    path is slower there (docs/performance.md); on CUDA they keep
-    transformers' flash call.
+    The arguments are an attention function's (`kwargs` hold `scaling`, `dropout` and the rest)
+    and `backend`, the config's dense_backend. A fixed-capacity cache decodes under a mask of its
+    written slots, and SDPA takes no flash kernel with a mask: where the backend resolves to
+    Triton ("auto" on CUDA) the step runs `adamas.dense_attention`, a split-K kernel. Elsewhere
+    SDPA gets query [B, Hq, 1, d] as [B, Hkv, Hq / Hkv, d], each group's heads the queries of
+    its KV head, so that K and V are not copied to every query head (transformers' SDPA path
+    does that before 5.24 whenever it gets a mask). Unmasked steps (a dynamic cache) take the
+    grouped call too on a CPU, where SDPA's enable_gqa path is slower (docs/performance.md);
+    on CUDA they keep transformers' flash call.
     """
     groups = getattr(module, "num_key_value_groups", 1)
+    scaling = kwargs.get("scaling")
     masked = attention_mask is not None
     one_step = query.shape[2] == 1 and (attention_mask.shape[1] == 1 if masked else query.device.type != "cuda")
-    kernel = one_step and masked and not module.training and resolve_backend(DENSE_BACKEND, query.device) == "triton"
+    kernel = one_step and masked and not module.training and resolve_backend(backend, query.device) == "triton"
     if kernel:
         valid = _valid_tokens(attention_mask, key.shape[2])
         out = ops.dense_attention(query[:, :, 0], key, value, scaling, valid, backend="triton")
         return out[:, None], None  # [B, T = 1, Hq, d]
     if not one_step or module.training or groups == 1:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     b, hq, _, d = query.shape
     grouped = query.reshape(b, hq // groups, groups, d)  # [B, Hkv, Hq / Hkv, d]
     out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
@@ -294,11 +300,12 @@ def _valid_tokens(attention_mask: torch.Tensor | None, length: int) -> torch.Ten
 
 @dataclass
 class _Enabled:
-    """What enable() changed on a model, so that disable() can undo it."""
+    """What enable() changed on a model, so that disable() can undo it; the forwards under way."""
 
     config: AdamasConfig
     previous_attention: str
-    hook: RemovableHandle
+    hooks: tuple[RemovableHandle, ...] = ()
+    forwards: list[Token] = field(default_factory=list)
 
 
 def enable(model: torch.nn.Module, config: AdamasConfig) -> None:
@@ -321,8 +328,12 @@ def enable(model: torch.nn.Module, config: AdamasConfig) -> None:
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     previous = model_config._attn_implementation
     model.set_attn_implementation(ATTENTION_NAME)
-    hook = model.register_forward_pre_hook(functools.partial(_adopt_cache, config=config), with_kwargs=True)
-    model._adamas = _Enabled(config, previous, hook)
+    state = _Enabled(config, previous)
+    state.hooks = (
+        model.register_forward_pre_hook(functools.partial(_before_forward, state=state), with_kwargs=True),
+        model.register_forward_hook(functools.partial(_after_forward, state=state), always_call=True),
+    )
+    model._adamas = state
 
 
 def disable(model: torch.nn.Module) -> None:
@@ -330,7 +341,8 @@ def disable(model: torch.nn.Module) -> None:
     state = getattr(model, "_adamas", None)
     if state is None:
         return
-    state.hook.remove()
+    for hook in state.hooks:
+        hook.remove()
     model.set_attn_implementation(state.previous_attention)
     del model._adamas
 
@@ -367,12 +379,23 @@ def uses_sliding_window(model_config: object) -> bool:
     )
 
 
-def _adopt_cache(model: torch.nn.Module, args: tuple, kwargs: dict, config: AdamasConfig) -> None:
-    """Forward pre-hook: give an empty cache Adamas layers for its full-attention layers.
+def _before_forward(model: torch.nn.Module, args: tuple, kwargs: dict, state: _Enabled) -> None:
+    """Forward pre-hook: Adamas layers for an empty cache, and the model's config for the attention function."""
+    _adopt_cache(kwargs.get("cache", kwargs.get("past_key_values")), state.config)
+    state.forwards.append(_FORWARD_CONFIG.set(state.config))
+
+
+def _after_forward(model: torch.nn.Module, args: tuple, output: object, state: _Enabled) -> None:
+    """Forward hook, run even when the forward raised: the attention function's config as before the forward."""
+    if state.forwards:
+        _FORWARD_CONFIG.reset(state.forwards.pop())
+
+
+def _adopt_cache(cache: object, config: AdamasConfig) -> None:
+    """Give an empty cache Adamas layers for its full-attention layers.
 
     Under selector "full" every step is dense and no layer needs codes: the cache stays as it is.
     """
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))
     if config.selector == "full" or not isinstance(cache, Cache) or cache.get_seq_length() > 0:
         return
     if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:  # layers appear on first update

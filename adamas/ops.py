@@ -10,6 +10,7 @@ import functools
 import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeVar
 
@@ -229,6 +230,29 @@ def dense_attention(
     return impl.dense_attention(q, k, v, scale, valid)
 
 
+@dataclass(frozen=True)
+class FusedSelection:
+    """When a Triton decode step selects with kernels.nearest (fused) rather than kernels.manhattan + select.
+
+    Both choose the same set. The fused one wins or ties up to budget `max_budget` at every length,
+    and at every budget from `min_tokens` keys (batch x context); below that, larger budgets make
+    its finish loop over a large tie bin, and the two kernels win or lose by little
+    (benchmarks/results/attention_h200.json).
+    """
+
+    max_budget: int = 256
+    min_tokens: int = 65536
+
+    def __post_init__(self) -> None:
+        check_int("max_budget", self.max_budget, 0)
+        check_int("min_tokens", self.min_tokens, 0)
+
+
+def uses_fused_selection(budget: int, tokens: int, rule: FusedSelection = FusedSelection()) -> bool:
+    """Whether a step of `budget` over `tokens` keys (batch x context) takes kernels.nearest under `rule`."""
+    return budget <= rule.max_budget or tokens >= rule.min_tokens
+
+
 @_on_input_device
 def decode_attention(
     q: torch.Tensor,
@@ -242,6 +266,9 @@ def decode_attention(
     valid: torch.Tensor | None = None,
     thresholds: torch.Tensor | None = None,
     k_planes: torch.Tensor | None = None,
+    *,
+    fused_selection: FusedSelection = FusedSelection(),
+    check_inputs: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """One Adamas decode step: encode q, score all keys by code distance, select, attend.
 
@@ -258,46 +285,15 @@ def decode_attention(
     config.thresholds is "calibrated" and overrides config.thresholds otherwise.
     `k_planes` (adamas.cpu.bit_planes(k_codes), [B, Hkv, P, L] int64, kept by a cache beside
     its codes) spares the CPU backend rebuilding them each step; other backends ignore it.
+    `fused_selection` says when the Triton backend selects in one fused op (the same tokens).
+    `check_inputs=False` trusts the inputs: for tensors a cache layer made and checked as it
+    made them, whose checks would be a noticeable share of a sparse layer's step on a CPU.
     """
-    if not isinstance(config, AdamasConfig):
-        raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
-    _check_qkv(q, k, v)
-    check_codes("k_codes", k_codes, 4)
-    check_same("device", q=q, k_codes=k_codes)
-    if tuple(k_codes.shape) != (*k.shape[:3], k.shape[3] // 4):
-        raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
-    scale = _check_scale(scale, q.shape[-1])
-    if valid is not None:
-        _check_valid(valid, q, k)
-    if k_planes is not None:
-        _check_planes(k_planes, k_codes)
-    if thresholds is not None:
-        _check_head_thresholds(thresholds, k)
-    return decode_attention_unchecked(
-        q, k, v, k_codes, config, layer_idx, scale, return_indices, valid, thresholds, k_planes
-    )
-
-
-@_on_input_device
-def decode_attention_unchecked(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_codes: torch.Tensor,
-    config: AdamasConfig,
-    layer_idx: int | None = None,
-    scale: float | None = None,
-    return_indices: bool = False,
-    valid: torch.Tensor | None = None,
-    thresholds: torch.Tensor | None = None,
-    k_planes: torch.Tensor | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-    """decode_attention without its input checks, for tensors a cache layer made and checked when it made them.
-
-    The attention function's per-layer path: on a CPU the checks are a noticeable share of a
-    sparse layer's step, and a cache's own tensors need none.
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if check_inputs:
+        _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, fused_selection)
+        scale = _check_scale(scale, q.shape[-1])
+    elif scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
     impl = _impl(config.backend, q.device)
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
@@ -305,27 +301,33 @@ def decode_attention_unchecked(
         out = impl.dense_attention(q, k, v, scale, valid)
         return (out, None) if return_indices else out
     if config.selector in ("adamas", "adamas-calibrated"):
-        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes)
+        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fused_selection)
     else:
         idx = _baseline_select(q, k, config, valid)
     out = impl.sparse_attention(q, k, v, idx, scale)
     return (out, idx) if return_indices else out
 
 
-NEAREST_MAX_BUDGET = 256
-NEAREST_MIN_TOKENS = 65536
-"""Which selection a step takes (kernels.nearest, or kernels.manhattan + select: the same set).
-The fused one wins or ties up to budget 256 at every length and at every budget from 64K keys
-(batch x context); below that, larger budgets make its finish loop over a large tie bin, and
-the two kernels win or lose by little (benchmarks/results/attention_h200.json)."""
+def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, fused_selection) -> None:
+    """decode_attention's checks, but for the scale's."""
+    if not isinstance(config, AdamasConfig):
+        raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
+    if not isinstance(fused_selection, FusedSelection):
+        raise TypeError(f"fused_selection must be a FusedSelection, got {type(fused_selection).__name__}")
+    _check_qkv(q, k, v)
+    check_codes("k_codes", k_codes, 4)
+    check_same("device", q=q, k_codes=k_codes)
+    if tuple(k_codes.shape) != (*k.shape[:3], k.shape[3] // 4):
+        raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
+    if valid is not None:
+        _check_valid(valid, q, k)
+    if k_planes is not None:
+        _check_planes(k_planes, k_codes)
+    if thresholds is not None:
+        _check_head_thresholds(thresholds, k)
 
 
-def uses_fused_selection(budget: int, tokens: int) -> bool:
-    """Whether a step of `budget` over `tokens` keys (batch x context) takes kernels.nearest."""
-    return budget <= NEAREST_MAX_BUDGET or tokens >= NEAREST_MIN_TOKENS
-
-
-def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes) -> torch.Tensor:
+def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fused_selection) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     b, hq, d = q.shape
     if thresholds is None:  # config's three edges for every head
@@ -336,7 +338,8 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes) -> 
         q_planes = cpu.query_planes(grouped, edges).reshape(b, hq, -1)  # [B, Hq, P]
         return cpu.nearest(None, k_codes, config.budget, config.sink, config.recent, valid, k_planes, q_planes)
     q_codes = impl.encode(grouped, edges).reshape(b, hq, -1)  # [B, Hq, d // 4]
-    if impl is not reference and uses_fused_selection(config.budget, k_codes.shape[0] * k_codes.shape[2]):
+    tokens = k_codes.shape[0] * k_codes.shape[2]
+    if impl is not reference and uses_fused_selection(config.budget, tokens, fused_selection):
         # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
         return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]

@@ -19,6 +19,8 @@ count written slots only.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
@@ -41,7 +43,8 @@ from adamas.tracing import ACTIVE_RECORDER, TraceRecorder
 PREFILL_CHUNK = 4096
 """Prompt tokens per prefill forward: bounds the explicit causal mask at PREFILL_CHUNK x T booleans."""
 FULL = AdamasConfig(selector="full")
-"""What full-attention steps run under: the "adamas" attention function, every layer dense."""
+"""What full-attention steps run under: the "adamas" attention function, every layer dense (an Adamas
+decoder's on its config's dense_backend)."""
 WARMUP_STEPS = 2
 """Eager decode steps run (and undone) before capture: they compile the kernels and settle the allocator."""
 
@@ -223,6 +226,8 @@ class GraphDecoder:
         self.recorder = recorder
         self.adamas_config = config  # what the cache keeps codes for
         self.config = config  # what decode steps run now: adamas_config, or None after switch(None)
+        # what full-attention steps run under: every layer dense, on the Adamas config's dense_backend
+        self.full = FULL if config is None else dataclasses.replace(FULL, dense_backend=config.dense_backend)
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.cache = FixedCache(model.config.num_hidden_layers, capacity, config)
         self.mask = torch.zeros(batch, 1, 1, capacity, dtype=torch.bool, device=self.device)  # written slots
@@ -312,7 +317,7 @@ class GraphDecoder:
     @property
     def _attention(self) -> AdamasConfig:
         """The model runs the "adamas" attention function: layers that offer no codes get its dense SDPA."""
-        return self.config if self.config is not None else FULL
+        return self.config if self.config is not None else self.full
 
     def _forward(self, ids, position_ids, mask, **kwargs) -> torch.Tensor:
         inputs = {"input_ids": ids, "position_ids": position_ids, "attention_mask": mask, CACHE_ARGUMENT: self.cache}

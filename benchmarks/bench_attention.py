@@ -23,10 +23,8 @@ Prints a table and writes benchmarks/results/attention_<device>.json (or --out).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
-import importlib
 from pathlib import Path
 
 import torch
@@ -36,6 +34,7 @@ import adamas
 from adamas import kernels
 from adamas.config import max_code_distance
 from adamas.kernels import scan_select
+from adamas.ops import FusedSelection, uses_fused_selection
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
 from benchmarks.models import ATTENTION_SHAPES as SHAPES
 
@@ -43,7 +42,6 @@ from benchmarks.models import ATTENTION_SHAPES as SHAPES
 # SDPA's best read in its grid (4.61 TB/s); other devices take the H100's
 FLOOR_BANDWIDTH = {"h100": 3.0e12, "h200": 4.6e12}
 COPY_BANDWIDTH = FLOOR_BANDWIDTH.get(device_slug(), 3.0e12)
-OPS = importlib.import_module("adamas.ops")
 SWEEP = {  # launch parameters of the fused selection tried by --sweep, one change at a time
     "default": scan_select.NearestLaunch(),
     "block_l=128": scan_select.NearestLaunch(block_l=128),
@@ -55,6 +53,7 @@ SWEEP = {  # launch parameters of the fused selection tried by --sweep, one chan
     "coarse_bins=32": scan_select.NearestLaunch(coarse_bins=32),
     "coarse_bins=128": scan_select.NearestLaunch(coarse_bins=128),
 }
+FUSED_EVERYWHERE = FusedSelection(min_tokens=0)  # every step selects with kernels.nearest
 PROFILED_BUDGET = 128  # --profile breaks this budget's step (the targets') into its kernels
 SECONDARY_REPS = 3  # graph timings of the stages that only explain the totals (the totals take 5)
 
@@ -165,11 +164,11 @@ def bench_case(
         config = adamas.AdamasConfig.paper(budget, dense_layers=())  # the stages above force no tokens
         total = time_us(calls(sets, adamas.decode_attention, ["q", "k", "v", "k_codes"], config))
         two_kernel_us = stage_us(two_kernel_step, ["q", "k", "v", "k_codes"], budget)
-        if OPS.uses_fused_selection(budget, batch * length):
+        if uses_fused_selection(budget, batch * length):
             fused_us = total["median"]  # decode_attention took the fused path already
         else:
-            with module_constants(OPS, FUSED_EVERYWHERE):  # decode_attention with the fused path for every case
-                fused_us = stage_us(adamas.decode_attention, ["q", "k", "v", "k_codes"], config)
+            fused_step = functools.partial(adamas.decode_attention, fused_selection=FUSED_EVERYWHERE)
+            fused_us = stage_us(fused_step, ["q", "k", "v", "k_codes"], config)
         gathered = batch * hq * k * d * 2 * 2
         floor_us = (codes_bytes + gathered) / COPY_BANDWIDTH * 1e6
         record = {
@@ -216,22 +215,6 @@ def bench_case(
     sets.clear()  # free the inputs before the next case allocates its own
     torch.cuda.empty_cache()
     return records
-
-
-FUSED_EVERYWHERE = {"NEAREST_MAX_BUDGET": 2**31, "NEAREST_MIN_TOKENS": 0}  # adamas.ops: every step takes nearest
-
-
-@contextlib.contextmanager
-def module_constants(module, values: dict):
-    """Set `module`'s constants to `values` for the block, then put the shipped ones back."""
-    saved = {name: getattr(module, name) for name in values}
-    for name, value in values.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
 
 
 def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:

@@ -13,7 +13,7 @@ run again after the prefill, which ran it once). Then `steps` decode steps under
 attention and `steps` under Adamas on that same cache (GraphDecoder.switch), each step one
 CUDA-graph replay timed with CUDA events (eager steps with --no-graph or on a CPU). Full
 attention, and Adamas' dense layers, decode the masked cache with the split-K kernel
-`adamas.dense_attention` (`--dense-backend torch`: with SDPA, the slower baseline it replaced). The key
+`adamas.dense_attention` (`--dense-backend torch`: with grouped SDPA, to compare). The key
 codes' bytes are compared with K+V's, from the cache's own buffers. A configuration whose
 cache would not fit in the free GPU memory is recorded as skipped, with the numbers.
 Prints a markdown table and writes benchmarks/results/e2e_<device>.json (or --out).
@@ -33,7 +33,6 @@ import torch
 import transformers
 
 import adamas
-from adamas import integration
 from adamas.static import PREFILL_CHUNK, WARMUP_STEPS, GraphDecoder
 from benchmarks.common import device_slug, write_results
 from benchmarks.models import SHAPES, random_model, shape_config
@@ -163,9 +162,9 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def dense_decode_kv() -> str:
+def dense_decode_kv(config: adamas.AdamasConfig) -> str:
     """How a masked decode step reads K/V, in full attention and in Adamas' dense layers."""
-    if integration.DENSE_BACKEND == "torch":
+    if config.dense_backend == "torch":
         return "grouped SDPA with the mask: K/V read once per KV head (adamas.integration.dense_attention)"
     return "split-K Triton kernel, K/V read once per GQA group (adamas.dense_attention) on CUDA"
 
@@ -201,24 +200,23 @@ def main() -> None:
     parser.add_argument("--no-graph", dest="graph", action="store_false", help="eager decode steps on CUDA")
     parser.add_argument(
         "--dense-backend",
-        default=integration.DENSE_BACKEND,
+        default=adamas.AdamasConfig().dense_backend,
         choices=["auto", "torch"],
-        help="masked dense decode steps: the split-K kernel on CUDA (auto) or SDPA (torch), the baseline before it",
+        help="masked dense decode steps: the split-K kernel on CUDA (auto) or grouped SDPA (torch)",
     )
     parser.add_argument("--out", type=Path, default=None, help="result file (default results/e2e_<device>.json)")
     args = parser.parse_args()
-    integration.DENSE_BACKEND = args.dense_backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    config = adamas.AdamasConfig(budget=args.budget, thresholds=args.thresholds)
+    config = adamas.AdamasConfig(budget=args.budget, thresholds=args.thresholds, dense_backend=args.dense_backend)
     for context in args.contexts:
         if context - decode_room(args.steps) < 1 or context > shape_config(args.shape).max_position_embeddings:
             parser.error(f"context {context} leaves no prompt or exceeds the shape's {args.shape} context")
     start = time.perf_counter()
     model = random_model(args.shape, device, dtype)
     logger.info(
-        "model %s built in %.1f s; dense decode: %s", args.shape, time.perf_counter() - start, dense_decode_kv()
+        "model %s built in %.1f s; dense decode: %s", args.shape, time.perf_counter() - start, dense_decode_kv(config)
     )
     slug = device_slug() if device.type == "cuda" else "cpu"
     out = args.out or Path(__file__).parent / "results" / f"e2e_{slug}.json"
@@ -227,7 +225,7 @@ def main() -> None:
         "out": str(out.name),
         "dtype": str(dtype),
         "mode": mode,
-        "dense_decode_kv": dense_decode_kv(),
+        "dense_decode_kv": dense_decode_kv(config),
         "weights_gib": sum(p.nbytes for p in model.parameters()) / GIB,
     }
     records = []

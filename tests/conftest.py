@@ -128,11 +128,11 @@ def decode_calls(monkeypatch):
     from adamas import integration  # here, so that the core tests need no transformers
 
     calls = []
-    real = integration.decode_attention_unchecked
+    real = integration.decode_attention
 
     def spy(q, k, *args, **kwargs):
         calls.append(k.shape[2])
         return real(q, k, *args, **kwargs)
 
-    monkeypatch.setattr(integration, "decode_attention_unchecked", spy)
+    monkeypatch.setattr(integration, "decode_attention", spy)
     return calls

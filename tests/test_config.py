@@ -22,6 +22,7 @@ def test_defaults_are_the_measured_choice_and_the_paper_is_one_call_away():
     config = AdamasConfig()
     assert (config.thresholds, config.dense_layers) == (DEFAULT_THRESHOLDS, DEFAULT_DENSE_LAYERS)
     assert (config.sink, config.recent, config.backend) == (DEFAULT_SINK, DEFAULT_RECENT, "auto")
+    assert config.dense_backend == "auto"
     paper = AdamasConfig.paper(64)
     assert paper.thresholds == PAPER_THRESHOLDS == (-10.0, 0.0, 10.0)
     assert (paper.budget, paper.dense_layers, paper.sink, paper.recent) == (64, (0, 1), 0, 0)
@@ -85,6 +86,7 @@ def test_values_are_normalised_and_frozen():
         ({"budget": 8, "sink": 4, "recent": 5}, ValueError, r"sink \+ recent \(4 \+ 5\).*budget \(8\)"),
         ({"budget": 8, "sink": 9}, ValueError, r"sink \+ recent \(9 \+ 0\) must not exceed budget \(8\)"),
         ({"backend": "cuda"}, ValueError, "'cuda'"),
+        ({"dense_backend": "cpu"}, ValueError, r"dense_backend must be one of .*, got 'cpu'"),
     ],
 )
 def test_bad_values_are_named(kwargs, error, match):

@@ -153,9 +153,25 @@ def test_enable_twice_replaces_the_config():
     adamas.enable(model, adamas.AdamasConfig(budget=8))
     adamas.enable(model, adamas.AdamasConfig(budget=16))
     assert integration.enabled_config(model).budget == 16
-    assert len(model._forward_pre_hooks) == 1
+    assert len(model._forward_pre_hooks) == len(model._forward_hooks) == 1
     adamas.disable(model)
-    assert integration.enabled_config(model) is None and len(model._forward_pre_hooks) == 0
+    assert integration.enabled_config(model) is None
+    assert len(model._forward_pre_hooks) == len(model._forward_hooks) == 0
+
+
+def test_the_configs_dense_backend_runs_the_masked_dense_steps(monkeypatch):
+    """A padded batch decodes under a mask: dense_backend "triton" sends the dense layers' steps to the kernel."""
+    calls = []
+    real = adamas.ops.dense_attention
+    monkeypatch.setattr(adamas.ops, "dense_attention", lambda *a, **kw: calls.append(a[1].shape[2]) or real(*a, **kw))
+    model = tiny_model("llama")
+    ids, mask = prompt_batch()  # row 1 is left-padded
+    full = greedy(model, ids, mask)
+    adamas.enable(model, adamas.AdamasConfig(budget=4096, dense_backend="triton"))
+    assert torch.equal(greedy(model, ids, mask), full)
+    assert len(calls) == 2 * (NEW_TOKENS - 1), "the two dense layers' decode steps ran the kernel"
+    assert integration._FORWARD_CONFIG.get() is None, "the forward hooks leave no config behind"
+    adamas.disable(model)
 
 
 @pytest.mark.parametrize("heads", [(4, 4), (6, 2), (8, 1)], ids=["mha", "gqa-3", "mqa"])

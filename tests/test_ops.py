@@ -8,6 +8,7 @@ from helpers import CUDA, DEVICE, assert_close, assert_valid_selection, dtypes, 
 
 import adamas
 from adamas import reference
+from adamas.ops import FusedSelection
 
 BACKENDS = pytest.mark.parametrize("backend", ["torch", "triton"] if CUDA else ["torch", "cpu", "triton"])
 
@@ -220,6 +221,14 @@ q0, k0, i0 = torch.zeros(1, 4, 64), torch.zeros(1, 2, 9, 64), torch.zeros(1, 4, 
             ValueError,
             r"k_planes must be int64/int32 \[B, Hkv, P, L\] with \(B, Hkv, L\) = \(1, 2, 9\)",
         ),
+        (
+            lambda: adamas.decode_attention(
+                q0, k0, k0, codes(1, 2, 9, 16), adamas.AdamasConfig.paper(), fused_selection={"max_budget": 4}
+            ),
+            TypeError,
+            "fused_selection must be a FusedSelection, got dict",
+        ),
+        (lambda: FusedSelection(max_budget=-1), ValueError, "max_budget must be >= 0, got -1"),
     ],
 )
 def test_attention_errors(call, error, match):
@@ -235,7 +244,7 @@ def test_interpreter_runs_on_this_machine():
 
 
 @pytest.mark.parametrize("budget", [24, 300])
-def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeypatch):
+def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget):
     """decode_attention takes kernels.nearest or manhattan + select by size; both give one set, one output."""
     gen = seeded("paths", budget)
     q, k, v, codes = decode_inputs((2, 8, 2, 700, 64), torch.float32, gen)
@@ -243,22 +252,24 @@ def test_fused_and_two_kernel_selection_agree_in_the_decode_step(budget, monkeyp
     valid[1, 500:] = False  # a static cache's unwritten tail
     config = adamas.AdamasConfig.paper(budget=budget, sink=4, recent=16, dense_layers=(), backend="triton")
     runs = []
-    for max_budget, min_tokens in ((1024, 0), (0, 1 << 30)):  # fused everywhere, then never
-        monkeypatch.setattr(adamas.ops, "NEAREST_MAX_BUDGET", max_budget)
-        monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", min_tokens)
-        runs.append(adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid))
+    for rule in (FusedSelection(max_budget=1024, min_tokens=0), FusedSelection(max_budget=0, min_tokens=1 << 30)):
+        runs.append(
+            adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid, fused_selection=rule)
+        )
     (out_fused, idx_fused), (out_two, idx_two) = runs
     assert torch.equal(idx_fused.sort(-1).values, idx_two.sort(-1).values)
     assert_close("decode_attention", out_fused, out_two, torch.float32)
 
 
 def test_the_dispatch_rule_takes_the_fused_selection_for_small_budgets_or_many_keys():
-    """Budgets up to NEAREST_MAX_BUDGET at any size; larger ones from NEAREST_MIN_TOKENS keys (batch x context)."""
-    ops = adamas.ops
-    assert ops.uses_fused_selection(1, 1) and ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET, 1)
-    assert not ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET + 1, ops.NEAREST_MIN_TOKENS - 1)
-    assert ops.uses_fused_selection(ops.NEAREST_MAX_BUDGET + 1, ops.NEAREST_MIN_TOKENS)
-    assert ops.uses_fused_selection(4096, ops.NEAREST_MIN_TOKENS)
+    """Budgets up to max_budget at any size; larger ones from min_tokens keys (batch x context)."""
+    uses = adamas.ops.uses_fused_selection
+    rule = FusedSelection()
+    assert uses(1, 1) and uses(rule.max_budget, 1)
+    assert not uses(rule.max_budget + 1, rule.min_tokens - 1)
+    assert uses(rule.max_budget + 1, rule.min_tokens)
+    assert uses(4096, rule.min_tokens)
+    assert not uses(32, 1 << 30, FusedSelection(max_budget=16, min_tokens=1 << 31))
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["bare", "masked"])
@@ -271,10 +282,9 @@ def test_decode_steps_take_the_fused_kernel_by_the_rule(budget, min_tokens, fuse
     calls = []
     real = kernels.nearest
     monkeypatch.setattr(kernels, "nearest", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    monkeypatch.setattr(adamas.ops, "NEAREST_MIN_TOKENS", min_tokens)
     gen = seeded("dispatch", budget)
     q, k, v, codes = decode_inputs((1, 4, 2, 400, 64), torch.float32, gen)
     config = adamas.AdamasConfig.paper(budget=budget, dense_layers=(), backend="triton")
     valid = torch.ones(1, 400, dtype=torch.bool, device=DEVICE) if masked else None
-    adamas.decode_attention(q, k, v, codes, config, valid=valid)
+    adamas.decode_attention(q, k, v, codes, config, valid=valid, fused_selection=FusedSelection(min_tokens=min_tokens))
     assert calls == ([1] if fused else [])

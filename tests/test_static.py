@@ -6,7 +6,7 @@ from helpers import DEVICE, assert_close, assert_planes_follow_codes
 from tiny_models import FAMILIES, TINY, CharTokenizer, prompt_batch, tiny_model
 
 import adamas
-from adamas import integration, ops, reference, static
+from adamas import ops, reference, static
 from adamas.static import FixedCache, GraphDecoder
 
 STEPS = 10
@@ -144,7 +144,6 @@ def test_a_batch_of_two_selects_as_the_dynamic_cache_does(monkeypatch):
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_the_split_k_dense_kernel_decodes_the_masked_steps_as_generate(family, monkeypatch):
     """Full attention and the dense layers over the fixed cache's mask, through the Triton kernel (CUDA's default)."""
-    monkeypatch.setattr(integration, "DENSE_BACKEND", "triton")
     calls = []
     real = ops.dense_attention
     monkeypatch.setattr(ops, "dense_attention", lambda *a, **kw: calls.append(a[1].shape[2]) or real(*a, **kw))
@@ -152,9 +151,15 @@ def test_the_split_k_dense_kernel_decodes_the_masked_steps_as_generate(family, m
     ids = two_prompts()
     expected = dynamic_rows(model, None, ids, steps=4)
     assert decode_rows(model, None, ids, steps=4) == expected
+    calls.clear()  # the default dense backend, "auto", runs the kernel on CUDA only
+    full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated", dense_backend="triton")
+    decoder = GraphDecoder(model, full_budget, CAPACITY, cuda_graph=False, batch=2)
+    tokens = [decoder.prefill(ids).clone()]
+    decoder.switch(None)  # full attention keeps the decoder's dense backend
+    tokens += [decoder.step().clone() for _ in range(3)]
+    assert torch.cat(tokens, dim=1).tolist() == expected
     assert calls == [CAPACITY] * TINY["num_hidden_layers"] * 3, "every layer of every decode step ran the kernel"
     calls.clear()
-    full_budget = adamas.AdamasConfig(budget=4096, thresholds="calibrated")
     assert decode_rows(model, full_budget, ids, steps=4, cuda_graph=False) == expected
     assert calls == [CAPACITY] * 2 * 3, "the two dense layers ran the kernel"
 
