@@ -133,6 +133,22 @@ def latencies(model, settings, mode: str, context: int, steps: int, warmup: int)
     return [(session.prefill_s, record) for session, record in zip(sessions, times, strict=True)]
 
 
+def step_times(prefill: float, times: list[float]) -> dict:
+    """One setting's prefill and decode step in ms: the step's median, min and max over `times` (seconds)."""
+    return {
+        "prefill_ms": prefill * 1e3,
+        "step_ms_median": statistics.median(times) * 1e3,
+        "step_ms_min": min(times) * 1e3,
+        "step_ms_max": max(times) * 1e3,
+    }
+
+
+def add_speedups(records: list[dict]) -> None:
+    """Give each of one context's records its `speedup`: the first record's (full attention's) median step over its."""
+    for record in records:
+        record["speedup"] = records[0]["step_ms_median"] / record["step_ms_median"]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -184,15 +200,10 @@ def main() -> None:
                         "backend": None if config is None else resolve_backend(config.backend, device),
                         "sink": None if config is None else config.sink,
                         "recent": None if config is None else config.recent,
-                        "prefill_ms": prefill * 1e3,
-                        "step_ms_median": statistics.median(times) * 1e3,
-                        "step_ms_min": min(times) * 1e3,
-                        "step_ms_max": max(times) * 1e3,
                     }
+                    | step_times(prefill, times)
                 )
-            full = records[-len(settings)]["step_ms_median"]
-            for record in records[-len(settings) :]:
-                record["speedup"] = full / record["step_ms_median"]
+            add_speedups(records[-len(settings) :])
         fastest_full = min(r["step_ms_median"] for r in records if r["context"] == context and r["budget"] is None)
         for record in records:
             if record["context"] == context:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import transformers
 import adamas
 from adamas.integration import CACHE_ARGUMENT, adamas_state
 from adamas.loading import execution_device
-from benchmarks.bench_decode import latencies
+from benchmarks.bench_decode import add_speedups, latencies, step_times
 from benchmarks.common import device_slug, print_table, write_results
 from benchmarks.models import SHAPES, spread_model
 
@@ -108,15 +107,10 @@ def latency_records(model, contexts: list[int], budgets: list[int], args: argpar
                     "context": context,
                     "attention": name,
                     "budget": None if config is None else config.budget,
-                    "prefill_ms": prefill * 1e3,
-                    "step_ms_median": statistics.median(times) * 1e3,
-                    "step_ms_min": min(times) * 1e3,
-                    "step_ms_max": max(times) * 1e3,
                 }
+                | step_times(prefill, times)
             )
-        full = records[-len(settings)]["step_ms_median"]
-        for record in records[-len(settings) :]:
-            record["speedup"] = full / record["step_ms_median"]
+        add_speedups(records[-len(settings) :])
     return records
 
 
