@@ -138,20 +138,27 @@ def shape_config(shape: str, **overrides: object) -> transformers.PretrainedConf
     return FAMILIES[family][0](**(fields | overrides))
 
 
-def random_model(
-    shape: str, device: str | torch.device, dtype: torch.dtype, **overrides
+def model_from_config(
+    config: transformers.PretrainedConfig, device: str | torch.device, dtype: torch.dtype
 ) -> transformers.PreTrainedModel:
-    """A model of `shape`, allocated on `device` in `dtype`, weights drawn as transformers initializes them.
+    """A model of `config` (one of FAMILIES), allocated on `device` in `dtype`, weights drawn as transformers
+    initializes them after seeding 0: the one random-weight builder of the benchmarks and the tests.
 
     Linear and embedding weights come from N(0, WEIGHT_STD), norms are ones: a step's activations stay finite.
     """
     torch.manual_seed(0)
-    config = shape_config(shape, **overrides)
     with torch.device(device):  # no CPU copy: an 8B model is 16 GB in bf16
         model = FAMILIES[config.model_type][1]._from_config(config, dtype=dtype).eval()
     if not all(bool(p.isfinite().all()) for p in model.parameters()):
         raise RuntimeError("random initialization left non-finite weights")
     return model
+
+
+def random_model(
+    shape: str, device: str | torch.device, dtype: torch.dtype, **overrides
+) -> transformers.PreTrainedModel:
+    """A model of the named `shape` (its config fields changed by `overrides`), built by model_from_config."""
+    return model_from_config(shape_config(shape, **overrides), device, dtype)
 
 
 def memory_key(device: str) -> int | str:

@@ -3,7 +3,7 @@
 import torch
 from helpers import DEVICE
 
-from benchmarks.models import FAMILIES
+from benchmarks.models import FAMILIES, model_from_config
 
 TINY = dict(
     vocab_size=96,
@@ -18,11 +18,14 @@ TINY = dict(
 
 
 def tiny_model(family: str, dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config_class, model_class = FAMILIES[family]
+    """A `family` model of TINY's sizes (and `overrides`) on DEVICE in `dtype`, random weights as the benchmarks'.
+
+    Drawn on the CPU in fp32, then moved: every device and dtype gets the same weights.
+    """
     if family == "mistral":
         overrides.setdefault("sliding_window", None)  # Mistral v0.2 on: full attention
-    return model_class(config_class(**TINY | overrides)).to(DEVICE, dtype).eval()
+    config = FAMILIES[family][0](**TINY | overrides)
+    return model_from_config(config, "cpu", torch.float32).to(DEVICE, dtype)
 
 
 def prompt_batch(batch: int = 2, length: int = 40, pad: int = 12):
