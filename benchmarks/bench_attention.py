@@ -5,10 +5,10 @@
 
 Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
 scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
-alone) beside the two-kernel path it replaced (`kernels.manhattan`, then the histogram
-`kernels.select`); sparse attention — and the whole step three ways (`adamas.decode_attention`
-as it picks its path, the same step through the two kernels, and through the fused path at
-every length and budget: `adamas_fused_us`), against dense SDPA over the same bf16 K/V cache,
+alone) beside the two-kernel path that large budgets over short contexts take
+(`kernels.manhattan`, then the histogram `kernels.select`); sparse attention — and the whole
+step three ways (`adamas.decode_attention` as it picks its path, the same step through the two
+kernels, and through the fused path at every length and budget: `adamas_fused_us`), against dense SDPA over the same bf16 K/V cache,
 with CUDA graphs over rotating input sets. Dense decode is timed three ways: SDPA's flash path
 (no mask), the split-K kernel `kernels.dense_attention` under a mask of all slots (what a
 fixed-capacity cache's dense step runs), and SDPA with that mask.
@@ -38,8 +38,9 @@ from adamas.ops import FusedSelection, uses_fused_selection
 from benchmarks.common import device_slug, input_sets, kernel_us, print_table, time_us, write_results
 from benchmarks.models import ATTENTION_SHAPES as SHAPES
 
-# bytes/s of the codes floor: the H100's device-to-device copy (shared notes); on the H200 dense
-# SDPA's best read in its grid (4.61 TB/s); other devices take the H100's
+# bytes/s of the codes floor: what the device can read at best, so that the floor is one no kernel
+# beats: the H100's device-to-device copy, the H200's best dense SDPA read over its grid (dense_GBps
+# in results/attention_h200.json); other devices take the H100's
 FLOOR_BANDWIDTH = {"h100": 3.0e12, "h200": 4.6e12}
 COPY_BANDWIDTH = FLOOR_BANDWIDTH.get(device_slug(), 3.0e12)
 SWEEP = {  # launch parameters of the fused selection tried by --sweep, one change at a time
@@ -49,7 +50,7 @@ SWEEP = {  # launch parameters of the fused selection tried by --sweep, one chan
     "scan_warps=8": scan_select.NearestLaunch(scan_warps=8),
     "scan_programs=512": scan_select.NearestLaunch(scan_programs=512),
     "scan_programs=2048": scan_select.NearestLaunch(scan_programs=2048),
-    "max_chunks=64": scan_select.NearestLaunch(max_chunks=64),
+    "max_chunks=128": scan_select.NearestLaunch(max_chunks=128),
     "coarse_bins=32": scan_select.NearestLaunch(coarse_bins=32),
     "coarse_bins=128": scan_select.NearestLaunch(coarse_bins=128),
 }
@@ -72,7 +73,7 @@ def calls(sets: list[dict], fn, keys: list[str], *args) -> list:
 
 
 def two_kernel_step(q, k, v, k_codes, budget: int) -> torch.Tensor:
-    """The decode step as it ran before the fused selection: encode, manhattan, select, attend."""
+    """The decode step through the two selection kernels: encode, manhattan, select, attend."""
     d = q.shape[-1]
     q_codes = kernels.encode(q, adamas.PAPER_THRESHOLDS)
     idx = kernels.select(kernels.manhattan(q_codes, k_codes), budget, max_code_distance(d))
@@ -135,7 +136,7 @@ def bench_case(
     def dense_split_k(q, k, v, valid):  # a fixed-capacity cache's masked step, as the integration runs it
         return kernels.dense_attention(q, k, v, d**-0.5, valid)
 
-    def dense_masked_sdpa(q, k, v, valid):  # the same step through SDPA, as it ran before the kernel
+    def dense_masked_sdpa(q, k, v, valid):  # the same step through SDPA with the mask, what the kernel is for
         grouped = q.view(batch, hkv, hq // hkv, d)
         return F.scaled_dot_product_attention(grouped, k, v, attn_mask=valid[:, None, None, :])
 
@@ -206,7 +207,7 @@ def bench_case(
             "dense_GBps": kv_bytes / dense_us / 1e3,
         }
         record |= flex_record
-        if topk:  # what the histogram select replaced
+        if topk:  # the sort-based selection, beside the histogram select
             record["topk_us"] = stage_us(torch.topk, ["dist"], k, -1, False, False)
         if profile and budget == PROFILED_BUDGET:
             step = functools.partial(adamas.decode_attention, s0["q"], s0["k"], s0["v"], s0["k_codes"], config)
