@@ -8,10 +8,11 @@ scan of the codes with its histograms, then threshold, split and finish; `scan_u
 alone) beside the two-kernel path that large budgets over short contexts take
 (`kernels.manhattan`, then the histogram `kernels.select`); sparse attention — and the whole
 step three ways (`adamas.decode_attention` as it picks its path, the same step through the two
-kernels, and through the fused path at every length and budget: `adamas_fused_us`), against dense SDPA over the same bf16 K/V cache,
-with CUDA graphs over rotating input sets. Dense decode is timed three ways: SDPA's flash path
-(no mask), the split-K kernel `kernels.dense_attention` under a mask of all slots (what a
-fixed-capacity cache's dense step runs), and SDPA with that mask.
+kernels, and through the fused path at every length and budget: `adamas_fused_us`), against
+dense SDPA over the same bf16 K/V cache, with CUDA graphs over rotating input sets. Dense
+decode is timed three ways: SDPA's flash path (no mask), the split-K kernel
+`kernels.dense_attention` under a mask of all slots (what a fixed-capacity cache's dense step
+runs), and SDPA with that mask.
 Checks that both selection paths pick the same tokens. `--flex` adds FlexAttention's dense
 decode (compiled per shape; its error is recorded if it fails); `--topk` adds torch.topk over
 the distances; `--profile` adds each kernel's device time in the budget-128 step (eager, the

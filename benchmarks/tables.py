@@ -165,7 +165,7 @@ def kernels() -> str:
 
 
 def e2e() -> str:
-    """Whole-model decode: full attention on the split-K kernel against Adamas; masked SDPA, the old baseline."""
+    """Whole-model decode: full attention on the split-K kernel against Adamas; full attention on masked SDPA beside."""
     sdpa = {(r["context"], r["batch"]): r["full_ms_median"] for r in records("e2e_h200_sdpa.json")}
     rows = [
         [
