@@ -124,7 +124,7 @@ def _scan_kernel(
         for g in tl.static_range(GROUP):
             # a token's three XOR words per pair (two thermometer halves, one c > 2 word) through a
             # carry-save adder: popcount(a) + popcount(b) + popcount(c) = popcount(sum) + 2 popcount(carry),
-            # two popcounts where three were, for two bitwise ops
+            # two popcounts instead of three, for two more bitwise ops
             b_a, b_b = tl.split(b_q01s[g][None, :, :] ^ b_k01)
             b_c = b_q2s[g][None, :] ^ b_k2
             b_sum = b_a ^ b_b ^ b_c
