@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -82,3 +83,70 @@ def check_match(name: str, got: int, expected: int, against: str) -> None:
     """A size must equal its counterpart's."""
     if got != expected:
         raise ValueError(f"{name} is {got} but {against} is {expected}")
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """A decode query [B, Hq, d] and K, V [B, Hkv, L, d] of one float dtype and device, shapes that fit (GQA)."""
+    check_tensor("q", q, 3)
+    check_tensor("k", k, 4)
+    check_tensor("v", v, 4)
+    check_float("q", q)
+    check_same("dtype", q=q, k=k, v=v)
+    check_same("device", q=q, k=k, v=v)
+    check_head_dim("q.shape[-1] (the head_dim)", q.shape[-1])
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have one shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    check_match("k batch", k.shape[0], q.shape[0], "q batch")
+    check_match("k.shape[-1]", k.shape[-1], q.shape[-1], "q.shape[-1]")
+    check_heads(q.shape[1], k.shape[1])
+    if k.shape[2] < 1:
+        raise ValueError(f"k and v must hold at least one token, got shape {tuple(k.shape)}")
+
+
+def check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-head thresholds must be finite, non-decreasing floats [H, 3] for x [B, H, ...]."""
+    if not thresholds.dtype.is_floating_point or thresholds.ndim != 2 or thresholds.shape[1] != 3:
+        raise ValueError(
+            f"per-head thresholds must be a float tensor [H, 3], got {thresholds.dtype} {tuple(thresholds.shape)}"
+        )
+    if x.ndim not in (3, 4) or thresholds.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"per-head thresholds [H = {thresholds.shape[0]}, 3] need x [B, H, d] or [B, H, L, d], got {tuple(x.shape)}"
+        )
+    # on the CPU a few Python floats are checked faster than by torch ops, which each cost a dispatch
+    if thresholds.device.type == "cpu" and not all(
+        math.isfinite(a) and math.isfinite(c) and a <= b <= c for a, b, c in thresholds.tolist()
+    ):
+        raise ValueError("per-head thresholds must be finite and non-decreasing along each row")
+    return thresholds
+
+
+def check_planes(k_planes: torch.Tensor, k_codes: torch.Tensor) -> None:
+    """Bit-planes must be int64 (int32 at d = 16) [B, Hkv, P, L] beside codes [B, Hkv, L, d // 4] on one device."""
+    check_tensor("k_planes", k_planes, 4)
+    expected = tuple(k_codes.shape[:3])  # (B, Hkv, L)
+    if k_planes.dtype not in (torch.int64, torch.int32) or (*k_planes.shape[:2], k_planes.shape[3]) != expected:
+        raise ValueError(
+            f"k_planes must be int64/int32 [B, Hkv, P, L] with (B, Hkv, L) = {expected} (adamas.cpu.bit_planes), "
+            f"got {k_planes.dtype} {tuple(k_planes.shape)}"
+        )
+    check_same("device", k_codes=k_codes, k_planes=k_planes)
+
+
+def check_valid(valid: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+    """A padding mask must be bool [B, L] on q's device."""
+    check_tensor("valid", valid, 2)
+    if valid.dtype != torch.bool or tuple(valid.shape) != (k.shape[0], k.shape[2]):
+        raise ValueError(
+            f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
+        )
+    check_same("device", q=q, valid=valid)
+
+
+def check_scale(scale: float | None, d: int) -> float:
+    """A positive finite softmax scale as a float; 1 / sqrt(d) for None."""
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return float(scale)

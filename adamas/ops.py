@@ -21,10 +21,15 @@ from adamas.checks import (
     check_codes,
     check_float,
     check_head_dim,
+    check_head_thresholds,
     check_heads,
     check_match,
+    check_planes,
+    check_qkv,
     check_same,
+    check_scale,
     check_tensor,
+    check_valid,
     resolve_backend,
 )
 from adamas.config import (
@@ -101,7 +106,7 @@ def encode(
     """
     _check_floats(x)
     edges = (
-        _check_head_thresholds(thresholds, x) if isinstance(thresholds, torch.Tensor) else check_thresholds(thresholds)
+        check_head_thresholds(thresholds, x) if isinstance(thresholds, torch.Tensor) else check_thresholds(thresholds)
     )
     return _impl(backend, x.device).encode(x, edges)
 
@@ -180,7 +185,7 @@ def sparse_attention(
     the CPU, trusted on the GPU, where a check would cost a sync);
     scale defaults to 1 / sqrt(d). Accumulates in fp32.
     """
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     check_tensor("idx", idx, 3)
     if idx.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"idx must be int32 or int64, got {idx.dtype}")
@@ -194,7 +199,7 @@ def sparse_attention(
             f"idx values must lie in [0, L = {k.shape[2]}) or be -1, with a real one in every row; "
             f"got {idx.min()}..{idx.max()}"
         )
-    scale = _check_scale(scale, q.shape[-1])
+    scale = check_scale(scale, q.shape[-1])
     impl = _impl(backend, q.device)
     if impl is not reference:
         q, k, v, idx = (_last_dim_contiguous(t) for t in (q, k, v, idx))
@@ -218,10 +223,10 @@ def dense_attention(
     to 1 / sqrt(d). Accumulates in fp32. On the GPU, a split-K kernel that reads each K/V
     tile once per GQA group: the decode of a masked (fixed-capacity) cache at flash speed.
     """
-    _check_qkv(q, k, v)
-    scale = _check_scale(scale, q.shape[-1])
+    check_qkv(q, k, v)
+    scale = check_scale(scale, q.shape[-1])
     if valid is not None:
-        _check_valid(valid, q, k)
+        check_valid(valid, q, k)
         if valid.device.type == "cpu" and not valid.any(-1).all():
             raise ValueError("valid must mark at least one token in every batch row")
     impl = _impl(backend, q.device)
@@ -291,7 +296,7 @@ def decode_attention(
     """
     if check_inputs:
         _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, fused_selection)
-        scale = _check_scale(scale, q.shape[-1])
+        scale = check_scale(scale, q.shape[-1])
     elif scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     impl = _impl(config.backend, q.device)
@@ -314,17 +319,17 @@ def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, 
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
     if not isinstance(fused_selection, FusedSelection):
         raise TypeError(f"fused_selection must be a FusedSelection, got {type(fused_selection).__name__}")
-    _check_qkv(q, k, v)
+    check_qkv(q, k, v)
     check_codes("k_codes", k_codes, 4)
     check_same("device", q=q, k_codes=k_codes)
     if tuple(k_codes.shape) != (*k.shape[:3], k.shape[3] // 4):
         raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
     if valid is not None:
-        _check_valid(valid, q, k)
+        check_valid(valid, q, k)
     if k_planes is not None:
-        _check_planes(k_planes, k_codes)
+        check_planes(k_planes, k_codes)
     if thresholds is not None:
-        _check_head_thresholds(thresholds, k)
+        check_head_thresholds(thresholds, k)
 
 
 def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fused_selection) -> torch.Tensor:
@@ -360,23 +365,6 @@ def _baseline_select(q, k, config: AdamasConfig, valid) -> torch.Tensor:
     return selectors.oracle_select(q, k, config.budget, config.sink, config.recent, valid)
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    check_tensor("q", q, 3)
-    check_tensor("k", k, 4)
-    check_tensor("v", v, 4)
-    check_float("q", q)
-    check_same("dtype", q=q, k=k, v=v)
-    check_same("device", q=q, k=k, v=v)
-    check_head_dim("q.shape[-1] (the head_dim)", q.shape[-1])
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have one shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    check_match("k batch", k.shape[0], q.shape[0], "q batch")
-    check_match("k.shape[-1]", k.shape[-1], q.shape[-1], "q.shape[-1]")
-    check_heads(q.shape[1], k.shape[1])
-    if k.shape[2] < 1:
-        raise ValueError(f"k and v must hold at least one token, got shape {tuple(k.shape)}")
-
-
 def query_thresholds(
     config: AdamasConfig, thresholds: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor
 ) -> tuple[float, float, float] | torch.Tensor:
@@ -385,56 +373,8 @@ def query_thresholds(
         if config.thresholds == "calibrated":
             raise ValueError("config.thresholds is 'calibrated': pass the keys' thresholds (adamas.calibrate(k))")
         return config.thresholds
-    _check_head_thresholds(thresholds, k)
+    check_head_thresholds(thresholds, k)
     return thresholds.to(q.device).repeat_interleave(q.shape[1] // k.shape[1], dim=0)  # [Hq, 3]
-
-
-def _check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-head thresholds must be finite, non-decreasing floats [H, 3] for x [B, H, ...]."""
-    if not thresholds.dtype.is_floating_point or thresholds.ndim != 2 or thresholds.shape[1] != 3:
-        raise ValueError(
-            f"per-head thresholds must be a float tensor [H, 3], got {thresholds.dtype} {tuple(thresholds.shape)}"
-        )
-    if x.ndim not in (3, 4) or thresholds.shape[0] != x.shape[1]:
-        raise ValueError(
-            f"per-head thresholds [H = {thresholds.shape[0]}, 3] need x [B, H, d] or [B, H, L, d], got {tuple(x.shape)}"
-        )
-    # on the CPU a few Python floats are checked faster than by torch ops, which each cost a dispatch
-    if thresholds.device.type == "cpu" and not all(
-        math.isfinite(a) and math.isfinite(c) and a <= b <= c for a, b, c in thresholds.tolist()
-    ):
-        raise ValueError("per-head thresholds must be finite and non-decreasing along each row")
-    return thresholds
-
-
-def _check_planes(k_planes: torch.Tensor, k_codes: torch.Tensor) -> None:
-    """Bit-planes must be int64 (int32 at d = 16) [B, Hkv, P, L] beside codes [B, Hkv, L, d // 4] on one device."""
-    check_tensor("k_planes", k_planes, 4)
-    expected = tuple(k_codes.shape[:3])  # (B, Hkv, L)
-    if k_planes.dtype not in (torch.int64, torch.int32) or (*k_planes.shape[:2], k_planes.shape[3]) != expected:
-        raise ValueError(
-            f"k_planes must be int64/int32 [B, Hkv, P, L] with (B, Hkv, L) = {expected} (adamas.cpu.bit_planes), "
-            f"got {k_planes.dtype} {tuple(k_planes.shape)}"
-        )
-    check_same("device", k_codes=k_codes, k_planes=k_planes)
-
-
-def _check_valid(valid: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
-    """A padding mask must be bool [B, L] on q's device."""
-    check_tensor("valid", valid, 2)
-    if valid.dtype != torch.bool or tuple(valid.shape) != (k.shape[0], k.shape[2]):
-        raise ValueError(
-            f"valid must be bool [B, L] = {(k.shape[0], k.shape[2])}, got {valid.dtype} {tuple(valid.shape)}"
-        )
-    check_same("device", q=q, valid=valid)
-
-
-def _check_scale(scale: float | None, d: int) -> float:
-    if scale is None:
-        return 1.0 / math.sqrt(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    return float(scale)
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
