@@ -119,8 +119,13 @@ def forced_mask(
     if valid is None:
         pos = torch.arange(length, device=device)
         return (pos < sink) | (pos >= length - recent)
-    from_end = valid.flip(-1).cumsum(-1).flip(-1)  # [B, L]: valid tokens at or after each position
-    return valid & ((valid.cumsum(-1) <= sink) | (from_end <= recent))
+    # valid tokens at or before each position, from one scan over the rows laid end to end less
+    # the rows before: on a GPU PyTorch scans a whole tensor on every core, but a few long rows
+    # (a decode batch's) row by row in one thread block
+    counts = valid.reshape(-1).cumsum(0, dtype=torch.int32).view(valid.shape)
+    upto = counts - (counts[:, :1] - valid[:, :1].int())  # [B, L]
+    from_end = upto[:, -1:] - upto + valid.int()  # valid tokens at or after each position
+    return valid & ((upto <= sink) | (from_end <= recent))
 
 
 def mark_forced(dist: torch.Tensor, sink: int, recent: int, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -200,3 +200,17 @@ def test_calibrate_puts_the_quantiles_of_each_head_at_the_edges():
     below = (y[:, :, None] <= edges[:, None, :]).double().mean(dim=1)  # share of values under each edge
     assert torch.allclose(below, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=DEVICE), atol=2e-3)
     assert edges[1, 2] > 3 * edges[0, 2], "a wider head gets wider edges"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_forced_mask_counts_valid_tokens_row_by_row(seed):
+    """Each row forces its own first `sink` and last `recent` valid tokens, whatever the other rows hold."""
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.rand(5, 61, generator=g) < torch.tensor([[0.0], [0.2], [0.7], [1.0], [0.5]])
+    for rows in (valid, valid[:, ::2]):  # contiguous, and strided
+        for sink, recent in ((0, 0), (3, 0), (0, 5), (2, 9), (70, 1)):
+            want = torch.zeros_like(rows)
+            for b, row in enumerate(rows):
+                kept = row.nonzero().flatten().tolist()
+                want[b, kept[:sink] + kept[max(0, len(kept) - recent) :]] = True
+            assert torch.equal(reference.forced_mask(rows.shape[1], sink, recent, rows), want)
