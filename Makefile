@@ -50,7 +50,10 @@ test-gpu:
 BENCH_DEVICE ?= h200
 BENCH_DIR ?= benchmarks/results
 E2E_ARGS ?=
-ATTENTION_ARGS ?=
+# the attention step's cases of docs/performance.md: Llama-3-8B at budget 128, batches 1 and 8, and the targets' others
+ATTENTION_CASES := $(foreach L,4096 8192 16384 32768 65536 131072 262144,llama3-8b:$(L):1:128 llama3-8b:$(L):8:128)
+ATTENTION_CASES += mha-7b:32768:1:256 qwen2.5-7b:131072:1:128
+ATTENTION_ARGS ?= --cases $(ATTENTION_CASES)
 PEERS ?= .peers
 PEERS_ARGS ?= --sglang $(PEERS)/sglang --adamas-src $(PEERS)/adamas-authors --include $(PEERS)/include
 bench-gpu:

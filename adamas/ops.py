@@ -242,7 +242,7 @@ class FusedSelection:
     Both choose the same set. The fused one wins or ties up to budget `max_budget` at every length,
     and at every budget from `min_tokens` keys (batch x context); below that, larger budgets make
     its finish loop over a large tie bin, and the two kernels win or lose by little
-    (benchmarks/results/attention_h200.json).
+    (benchmarks/results/archive/attention_h200_budgets.json).
     """
 
     max_budget: int = 256

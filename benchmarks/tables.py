@@ -144,7 +144,8 @@ def attention() -> str:
         for r in _attention(batch)
     ]
     header = ["context", "batch", "SDPA dense (flash)", "split-K dense, masked", "SDPA, masked", "Adamas"]
-    header += ["Adamas, two-kernel", "speedup over flash", "encode q", "select: fused (its scan)", "sparse attention"]
+    header += ["Adamas, two-kernel", "speedup over the fastest dense", "encode q", "select: fused (its scan)"]
+    header.append("sparse attention")
     return markdown([*header, "over codes floor"], rows)
 
 
@@ -231,57 +232,94 @@ def thresholds() -> str:
     return markdown(["thresholds", *(f"budget {b}" for b in budgets)], rows)
 
 
+def _step(shape: str, length: int, batch: int, budget: int) -> dict:
+    """One case of attention_h200.json; ValueError naming it where the file lacks it."""
+    for r in records("attention_h200.json"):
+        if (r["shape"], r["L"], r["batch"], r["budget"]) == (shape, length, batch, budget):
+            return r
+    raise ValueError(f"attention_h200.json has no record of {shape}, {length} tokens, batch {batch}, budget {budget}")
+
+
+# The attention step's targets: (shape, context, batch, budget, speedup over the fastest dense decode)
+STEP_TARGETS = (
+    ("llama3-8b", 32768, 1, 128, 3),
+    ("llama3-8b", 131072, 1, 128, 6),
+    ("llama3-8b", 131072, 8, 128, 8),
+    ("mha-7b", 32768, 1, 256, 8),
+    ("qwen2.5-7b", 131072, 1, 128, 4),
+)
+SHAPE_NAMES = {"llama3-8b": "Llama-3-8B", "mha-7b": "the paper's MHA 32/32/128", "qwen2.5-7b": "Qwen2.5-7B"}
+
+
 def targets() -> str:
-    """The project's performance targets beside what the H200 files measured (batches 1 and the largest)."""
-    step = {(r["L"], r["batch"]): r for batch in (1, 8) for r in _attention(batch)}
-    e2e = {(r["context"], r["batch"]): r for r in records("e2e_h200.json")}
-
-    def verdict(values: dict[int, float], met: Callable[[float], bool], name: Callable[[int], str] = "batch {}".format):
-        passed = [name(key) for key, value in values.items() if met(value)]
-        if len(passed) == len(values):
-            return "met"
-        return "not met" if not passed else "met at " + " and ".join(passed) + " only"
-
+    """The project's performance targets beside what the H200 files measured."""
     rows = []
-    for context, goal in ((32768, 8), (131072, 15)):
-        speedups = {b: step[context, b]["speedup"] for b in (1, 8)}
-        rows.append(
-            [
-                f"attention step ≥ {goal}x SDPA at {tokens(context)} (budget {BUDGET}, Llama-3-8B shape)",
-                ", ".join(f"{v:.1f}x at batch {b}" for b, v in speedups.items()),
-                verdict(speedups, lambda v, goal=goal: v >= goal),
-            ]
-        )
-    floor = {b: step[131072, b]["over_floor"] for b in (1, 8)}
-    rows.append(
-        [
-            "within 3x of the 2-bit codes' memory floor at 128K",
-            ", ".join(f"{v:.1f}x above it at batch {b}" for b, v in floor.items()),
-            verdict(floor, lambda v: v <= 3),
-        ]
-    )
-    for context, goal in ((32768, 1.5), (131072, 2.0)):
-        speedups = {b: e2e[context, b]["speedup"] for b in (1, 4)}
-        rows.append(
-            [
-                f"end to end ≥ {goal}x at {tokens(context)} (Llama-3.1-8B shape)",
-                ", ".join(f"{v:.2f}x at batch {b}" for b, v in speedups.items()),
-                verdict(speedups, lambda v, goal=goal: v >= goal),
-            ]
-        )
+    for shape, length, batch, budget, goal in STEP_TARGETS:
+        r = _step(shape, length, batch, budget)
+        what = f"attention step ≥ {goal}x the fastest dense, {SHAPE_NAMES[shape]}, {tokens(length)}"
+        what += f", batch {batch}" + (f", budget {budget}" if budget != BUDGET else "")
+        rows.append([what, f"{r['speedup']:.2f}x ({r['adamas_us']:.1f} vs {r['dense_best_us']:.1f} µs)"])
+        rows[-1].append("met" if r["speedup"] >= goal else "not met")
+    r = _step(ATTENTION_SHAPE, 131072, 1, BUDGET)
+    floor = f"{r['over_floor']:.1f}x ({r['adamas_us']:.1f} vs {r['codes_floor_us']:.1f} µs)"
+    rows.append(["attention step ≤ 2x the 2-bit codes' read at 128K, batch 1", floor])
+    rows[-1].append("met" if r["over_floor"] <= 2 else "not met")
+    e2e = {(r["context"], r["batch"]): r for r in records("e2e_h200.json")}
+    for batch, goal in ((1, 1.8), (4, 3.0)):
+        r = e2e[131072, batch]
+        what = f"whole model ≥ {goal}x at 128K, batch {batch} (Llama-3.1-8B shape)"
+        speedup = f"{r['speedup']:.2f}x ({r['adamas_ms_median']:.2f} vs {r['full_ms_median']:.2f} ms)"
+        rows.append([what, speedup, "met" if r["speedup"] >= goal else "not met"])
     shares = {c: [100 * e2e[c, b]["encode_share"] for b in (1, 4)] for c in (8192, 32768, 131072)}
-    rows.append(
-        [
-            "key encoding < 3% of prefill",
-            "; ".join(f"{_span(v)}% at {tokens(c)}" for c, v in shares.items()),
-            verdict({c: max(v) for c, v in shares.items()}, lambda v: v < 3, tokens),
-        ]
-    )
+    met = [tokens(c) for c, v in shares.items() if max(v) < 3]
+    verdict = "met" if len(met) == len(shares) else ("not met" if not met else "met at " + " and ".join(met) + " only")
+    rows.append(["key encoding < 3% of prefill", "; ".join(f"{_span(v)}% at {tokens(c)}" for c, v in shares.items())])
+    rows[-1].append(verdict)
     codes = e2e[131072, 1]["codes_per_kv_adamas_layer"]
     rows.append(
         ["codes add 1/16 of K+V", f"1/{1 / codes:.0f} per Adamas layer", "met" if codes <= 1 / 16 else "not met"]
     )
     return markdown(["target", "measured", ""], rows)
+
+
+PEER_NAMES = {
+    "adamas": "Adamas (ours)",
+    "sdpa": "SDPA flash, dense",
+    "flashinfer-dense": "FlashInfer decode, dense",
+    "flashinfer-sparse": "FlashInfer top_k + sparse decode",
+    "double-sparsity": "Double Sparsity (sglang)",
+    "adamas-authors": "the paper authors' kernels",
+}
+PEER_CASES = {
+    "llama3-8b-32k": "Llama-3-8B, 32K",
+    "llama3-8b-128k": "Llama-3-8B, 128K",
+    "llama3-8b-128k-b8": "Llama-3-8B, 128K, batch 8",
+    "mha-7b-32k-paper": "MHA 32/32/128, 32K, budget 256",
+}
+
+
+def _stages(stages: dict[str, float]) -> str:
+    """A step's stages in order; a stage timed beside the step but not in it (FlashInfer's fused top-k) last."""
+    inside = [f"{name} {us:.1f}" for name, us in stages.items() if "ragged" not in name]
+    beside = [f"{name[len('select (') : -1]} {us:.1f}" for name, us in stages.items() if "ragged" in name]
+    return "; ".join(inside) + (f" (not in the step: {', '.join(beside)})" if beside else "") or "—"
+
+
+def peers(cases: tuple[str, ...] = tuple(PEER_CASES)) -> str:
+    """One layer's decode step of each system that ran, total and stage by stage, from peers_h200.json."""
+    rows = [
+        [
+            PEER_CASES[r["case"]],
+            PEER_NAMES[r["system"]],
+            f"{r['total_us']:.1f}",
+            f"{r['speedup']:.2f}x",
+            _stages(r["stages_us"]),
+        ]
+        for case in cases
+        for r in records("peers_h200.json")
+        if r["case"] == case and "total_us" in r
+    ]
+    return markdown(["case (budget 128 unless named)", "system", "step µs", "vs fastest dense", "stages, µs"], rows)
 
 
 def _span(values: list[float]) -> str:
@@ -321,6 +359,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "app": app,
     "thresholds": thresholds,
     "targets": targets,
+    "peers": peers,
+    "peers-headline": lambda: peers(("llama3-8b-128k", "mha-7b-32k-paper")),
     "grid": grid,
 }
 
