@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
@@ -42,6 +42,20 @@ def markdown(header: list[str], rows: list[list[object]]) -> str:
 def tokens(n: int) -> str:
     """A context length as the tables write it: 8K, 128K."""
     return f"{round(n / 1024)}K"
+
+
+Column = tuple[str, Callable[[dict], object]]
+"""A table column: its header, and how a record makes its cell."""
+
+
+def columns_table(columns: list[Column], rows: Iterable[dict]) -> str:
+    """A markdown table of `rows`, a line each, with a cell per column."""
+    return markdown([header for header, _ in columns], [[cell(r) for _, cell in columns] for r in rows])
+
+
+def number(key: str, digits: int = 1, unit: str = "") -> Callable[[dict], str]:
+    """A cell of record[key] to `digits` decimals, `unit` after it."""
+    return lambda r: f"{r[key]:.{digits}f}{unit}"
 
 
 def eval_value(task: str, selector: str, budget: int | None, length: int) -> float:
@@ -125,28 +139,21 @@ def _attention(batch: int) -> list[dict]:
 
 def attention() -> str:
     """The attention step against dense decodes, and its parts, per context and batch."""
-    rows = [
-        [
-            tokens(r["L"]),
-            r["batch"],
-            f"{r['dense_us']:.1f}",
-            f"{r['dense_split_k_us']:.1f}",
-            f"{r['dense_masked_sdpa_us']:.0f}",
-            f"{r['adamas_us']:.1f}",
-            f"{r['adamas_two_kernel_us']:.1f}",
-            f"{r['speedup']:.1f}x",
-            f"{r['encode_q_us']:.1f}",
-            f"{r['nearest_us']:.1f} ({r['scan_us']:.1f})",
-            f"{r['attention_us']:.1f}",
-            f"{r['over_floor']:.1f}x",
-        ]
-        for batch in (1, 8)
-        for r in _attention(batch)
+    columns = [
+        ("context", lambda r: tokens(r["L"])),
+        ("batch", lambda r: r["batch"]),
+        ("SDPA dense (flash)", number("dense_us")),
+        ("split-K dense, masked", number("dense_split_k_us")),
+        ("SDPA, masked", number("dense_masked_sdpa_us", 0)),
+        ("Adamas", number("adamas_us")),
+        ("Adamas, two-kernel", number("adamas_two_kernel_us")),
+        ("speedup over the fastest dense", number("speedup", 1, "x")),
+        ("encode q", number("encode_q_us")),
+        ("select: fused (its scan)", lambda r: f"{r['nearest_us']:.1f} ({r['scan_us']:.1f})"),
+        ("sparse attention", number("attention_us")),
+        ("over codes floor", number("over_floor", 1, "x")),
     ]
-    header = ["context", "batch", "SDPA dense (flash)", "split-K dense, masked", "SDPA, masked", "Adamas"]
-    header += ["Adamas, two-kernel", "speedup over the fastest dense", "encode q", "select: fused (its scan)"]
-    header.append("sparse attention")
-    return markdown([*header, "over codes floor"], rows)
+    return columns_table(columns, (r for batch in (1, 8) for r in _attention(batch)))
 
 
 def kernels() -> str:
@@ -168,22 +175,23 @@ def kernels() -> str:
 def e2e() -> str:
     """Whole-model decode: full attention on the split-K kernel against Adamas; full attention on masked SDPA beside."""
     sdpa = {(r["context"], r["batch"]): r["full_ms_median"] for r in records("e2e_h200_sdpa.json")}
-    rows = [
-        [
-            tokens(r["context"]),
-            r["batch"],
-            f"{r['prefill_ms'] / 1e3:.2f} s",
-            f"{100 * r['encode_share']:.1f}%",
-            f"{r['full_ms_median']:.2f} ms",
-            f"{r['adamas_ms_median']:.2f} ms",
-            f"{r['speedup']:.2f}x",
-            f"{sdpa[r['context'], r['batch']]:.2f} ms" if (r["context"], r["batch"]) in sdpa else "",
-            f"{r['peak_gib']:.1f} GiB",
-        ]
-        for r in sorted(records("e2e_h200.json"), key=lambda r: (r["context"], r["batch"]))
+
+    def masked_sdpa(r: dict) -> str:
+        ms = sdpa.get((r["context"], r["batch"]))
+        return "" if ms is None else f"{ms:.2f} ms"
+
+    columns = [
+        ("context", lambda r: tokens(r["context"])),
+        ("batch", lambda r: r["batch"]),
+        ("prefill", lambda r: f"{r['prefill_ms'] / 1e3:.2f} s"),
+        ("key encoding, share of prefill", lambda r: f"{100 * r['encode_share']:.1f}%"),
+        ("full attention", number("full_ms_median", 2, " ms")),
+        ("Adamas", number("adamas_ms_median", 2, " ms")),
+        ("speedup", number("speedup", 2, "x")),
+        ("full attention, masked SDPA", masked_sdpa),
+        ("peak memory", number("peak_gib", 1, " GiB")),
     ]
-    header = ["context", "batch", "prefill", "key encoding, share of prefill", "full attention", "Adamas", "speedup"]
-    return markdown([*header, "full attention, masked SDPA", "peak memory"], rows)
+    return columns_table(columns, sorted(records("e2e_h200.json"), key=lambda r: (r["context"], r["batch"])))
 
 
 def _cpu_decode() -> list[dict]:
@@ -201,16 +209,15 @@ def _cpu_decode() -> list[dict]:
 
 def cpu_decode() -> str:
     """Decode on the CPU: both cache paths of each mode, and Adamas on the fixed cache against the faster full."""
-    rows = [
-        [
-            tokens(r["context"]),
-            *(f"{r[k]:.1f}" for k in ("full_eager", "full_graph", "adamas_eager", "adamas_graph")),
-            f"{r['full'] / r['adamas']:.2f}x",
-        ]
-        for r in _cpu_decode()
+    columns = [
+        ("context", lambda r: tokens(r["context"])),
+        ("full, dynamic cache", number("full_eager")),
+        ("full, fixed cache", number("full_graph")),
+        ("Adamas, dynamic cache", number("adamas_eager")),
+        ("Adamas, fixed cache", number("adamas_graph")),
+        ("Adamas vs the faster full", lambda r: f"{r['full'] / r['adamas']:.2f}x"),
     ]
-    header = ["context", "full, dynamic cache", "full, fixed cache", "Adamas, dynamic cache", "Adamas, fixed cache"]
-    return markdown([*header, "Adamas vs the faster full"], rows)
+    return columns_table(columns, _cpu_decode())
 
 
 def app() -> str:
@@ -307,19 +314,15 @@ def _stages(stages: dict[str, float]) -> str:
 
 def peers(cases: tuple[str, ...] = tuple(PEER_CASES)) -> str:
     """One layer's decode step of each system that ran, total and stage by stage, from peers_h200.json."""
-    rows = [
-        [
-            PEER_CASES[r["case"]],
-            PEER_NAMES[r["system"]],
-            f"{r['total_us']:.1f}",
-            f"{r['speedup']:.2f}x",
-            _stages(r["stages_us"]),
-        ]
-        for case in cases
-        for r in records("peers_h200.json")
-        if r["case"] == case and "total_us" in r
+    columns = [
+        ("case (budget 128 unless named)", lambda r: PEER_CASES[r["case"]]),
+        ("system", lambda r: PEER_NAMES[r["system"]]),
+        ("step µs", number("total_us")),
+        ("vs fastest dense", number("speedup", 2, "x")),
+        ("stages, µs", lambda r: _stages(r["stages_us"])),
     ]
-    return markdown(["case (budget 128 unless named)", "system", "step µs", "vs fastest dense", "stages, µs"], rows)
+    ran = (r for case in cases for r in records("peers_h200.json") if r["case"] == case and "total_us" in r)
+    return columns_table(columns, ran)
 
 
 def _span(values: list[float]) -> str:
