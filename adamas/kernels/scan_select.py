@@ -25,10 +25,9 @@ import triton
 import triton.language as tl
 
 from adamas.kernels.bits import popcount, thermometer, words
-from adamas.kernels.forced import forced_tokens
+from adamas.kernels.forced import forced_tokens, forced_valid_tokens
 from adamas.kernels.histogram import distance_bin, threshold_kernel
 from adamas.kernels.runtime import interpreted
-from adamas.reference import forced_mask
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def _scan_kernel(
     q_ptr,
     k_ptr,
     valid_ptr,
-    forced_ptr,
+    counts_ptr,
     d_ptr,
     h_ptr,
     L,
@@ -66,7 +65,7 @@ def _scan_kernel(
     stride_kb,
     stride_kh,
     stride_vb,
-    stride_fb,
+    stride_cb,
     stride_d,
     GROUP: tl.constexpr,
     NP: tl.constexpr,
@@ -76,7 +75,7 @@ def _scan_kernel(
     NBINS: tl.constexpr,
     SHIFT: tl.constexpr,
     HAS_VALID: tl.constexpr,
-    HAS_FORCED: tl.constexpr,
+    HAS_COUNTS: tl.constexpr,
     HW_POPC: tl.constexpr,
 ):
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
@@ -103,6 +102,9 @@ def _scan_kernel(
         b_q01s += (b_q01,)
         b_q2s += (tl.sum(b_q2 << o_j.to(tl.uint32)[None, :], 1),)
         b_hists += (tl.zeros([NBINS], dtype=tl.int32),)
+    if HAS_COUNTS:  # counts run over the rows laid end to end: this row's start and its valid tokens
+        before = tl.load(counts_ptr + i_b * stride_cb) - (tl.load(valid_ptr + i_b * stride_vb) != 0).to(tl.int32)
+        total = tl.load(counts_ptr + i_b * stride_cb + L - 1) - before
     for i in range(N_STEPS):
         o_l = start + i * BLOCK_L + tl.arange(0, BLOCK_L)
         m_l = o_l < L
@@ -116,8 +118,9 @@ def _scan_kernel(
         b_k2 = tl.sum(b_k2 << o_j.to(tl.uint32)[None, None, :], 2)  # [BLOCK_L, NP]
         # [BLOCK_L] padding, and the tokens always taken: given per token, or the first and last ones
         m_excluded = (tl.load(valid_ptr + i_b * stride_vb + o_l, mask=m_l, other=1) == 0) if HAS_VALID else o_l < 0
-        if HAS_FORCED:
-            m_forced = tl.load(forced_ptr + i_b * stride_fb + o_l, mask=m_l, other=0) != 0
+        if HAS_COUNTS:
+            b_upto = tl.load(counts_ptr + i_b * stride_cb + o_l, mask=m_l, other=0) - before
+            m_forced = forced_valid_tokens(~m_excluded, b_upto, total, SINK, RECENT)
         else:
             m_forced = forced_tokens(o_l, L, SINK, RECENT)
         b_counts = ()
@@ -271,9 +274,11 @@ def scan_distances(
         raise ValueError(f"{length} tokens do not fit the candidates' int32 (token << {shift})")
     chunk, block = _chunking(length, b * hkv, nw, launch)
     n_chunks = triton.cdiv(length, chunk)
-    forced = None
+    counts = None
     if valid is not None and (sink or recent):
-        forced = forced_mask(length, sink, recent, valid).view(torch.uint8)  # [B, L], counted among valid tokens
+        # sink and recent count valid tokens: the kernel takes the valid tokens at or before each position, from
+        # one scan over the rows laid end to end (reference.forced_mask's count, without its per-row ops)
+        counts = valid.reshape(-1).cumsum(0, dtype=torch.int32).view(valid.shape)
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
     # rows padded to 16 tokens: whole 32-byte vectors for the split kernel whatever L is
     dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=q_codes.device)[..., :length]
@@ -283,7 +288,7 @@ def scan_distances(
         q_words,
         k_words,
         valid_u8,
-        forced,
+        counts,
         dist,
         hist,
         length,
@@ -296,7 +301,7 @@ def scan_distances(
         k_words.stride(0),
         k_words.stride(1),
         0 if valid_u8 is None else valid_u8.stride(0),
-        0 if forced is None else forced.stride(0),
+        0 if counts is None else counts.stride(0),
         dist.stride(1),
         GROUP=group,
         NP=triton.cdiv(nw, 2),
@@ -306,7 +311,7 @@ def scan_distances(
         NBINS=launch.coarse_bins,
         SHIFT=shift,
         HAS_VALID=valid_u8 is not None,
-        HAS_FORCED=forced is not None,
+        HAS_COUNTS=counts is not None,
         HW_POPC=not interpreted(_scan_kernel),
         num_warps=launch.scan_warps,
     )
