@@ -108,6 +108,16 @@ EXCLUDED = torch.iinfo(torch.int32).max
 """The distance given to tokens that must never be attended (padding)."""
 
 
+def valid_counts(valid: torch.Tensor) -> torch.Tensor:
+    """Valid tokens at or before each position of valid [B, L] bool, counted over the rows laid end to end: int32.
+
+    One scan over the whole tensor, less each row's start where a row's own count is wanted: on a GPU
+    PyTorch scans a whole tensor on every core, but a few long rows (a decode batch's) row by row in
+    one thread block.
+    """
+    return valid.reshape(-1).cumsum(0, dtype=torch.int32).view(valid.shape)
+
+
 def forced_mask(
     length: int, sink: int, recent: int, valid: torch.Tensor | None = None, device: torch.device | None = None
 ) -> torch.Tensor:
@@ -119,11 +129,8 @@ def forced_mask(
     if valid is None:
         pos = torch.arange(length, device=device)
         return (pos < sink) | (pos >= length - recent)
-    # valid tokens at or before each position, from one scan over the rows laid end to end less
-    # the rows before: on a GPU PyTorch scans a whole tensor on every core, but a few long rows
-    # (a decode batch's) row by row in one thread block
-    counts = valid.reshape(-1).cumsum(0, dtype=torch.int32).view(valid.shape)
-    upto = counts - (counts[:, :1] - valid[:, :1].int())  # [B, L]
+    counts = valid_counts(valid)
+    upto = counts - (counts[:, :1] - valid[:, :1].int())  # [B, L]: valid tokens at or before each position
     from_end = upto[:, -1:] - upto + valid.int()  # valid tokens at or after each position
     return valid & ((upto <= sink) | (from_end <= recent))
 

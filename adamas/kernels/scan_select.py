@@ -28,6 +28,7 @@ from adamas.kernels.bits import popcount, thermometer, words
 from adamas.kernels.forced import forced_tokens, forced_valid_tokens
 from adamas.kernels.histogram import distance_bin, threshold_kernel
 from adamas.kernels.runtime import interpreted
+from adamas.reference import valid_counts
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _scan_kernel(
             m_forced = forced_valid_tokens(~m_excluded, b_upto, total, SINK, RECENT)
         else:
             m_forced = forced_tokens(o_l, L, SINK, RECENT)
-        b_counts = ()
+        b_updated = ()
         for g in tl.static_range(GROUP):
             # a token's three XOR words per pair (two thermometer halves, one c > 2 word) through a
             # carry-save adder: popcount(a) + popcount(b) + popcount(c) = popcount(sum) + 2 popcount(carry),
@@ -139,8 +140,8 @@ def _scan_kernel(
             tl.store(d_ptr + (i_bh * GROUP + g) * stride_d + o_l, b_pad, mask=o_l < stride_d)
             # lanes past L go to bin NBINS - 2, which no distance reaches, and are dropped below
             b_count = tl.histogram(tl.where(m_l, distance_bin(b_d, NBINS, SHIFT), NBINS - 2), NBINS)
-            b_counts += (b_hists[g] + b_count,)
-        b_hists = b_counts
+            b_updated += (b_hists[g] + b_count,)
+        b_hists = b_updated
     for g in tl.static_range(GROUP):
         b_hist = tl.where(o_bin == NBINS - 2, 0, b_hists[g])
         tl.store(h_ptr + ((i_bh * GROUP + g) * N_CHUNKS + i_c) * NBINS + o_bin, b_hist)
@@ -276,9 +277,9 @@ def scan_distances(
     n_chunks = triton.cdiv(length, chunk)
     counts = None
     if valid is not None and (sink or recent):
-        # sink and recent count valid tokens: the kernel takes the valid tokens at or before each position, from
-        # one scan over the rows laid end to end (reference.forced_mask's count, without its per-row ops)
-        counts = valid.reshape(-1).cumsum(0, dtype=torch.int32).view(valid.shape)
+        # sink and recent count valid tokens: the kernel takes reference.forced_mask's count and does its
+        # per-row arithmetic itself
+        counts = valid_counts(valid)
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
     # rows padded to 16 tokens: whole 32-byte vectors for the split kernel whatever L is
     dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=q_codes.device)[..., :length]
