@@ -718,7 +718,6 @@ def main(argv: list[str] | None = None) -> None:
     isolate = torch.cuda.is_available() and not args.child
     if isolate and args.build_dir is None:
         args.build_dir = Path(tempfile.mkdtemp(prefix="authors_"))  # one build, shared by the children
-    peers = {s: "" for s in SYSTEMS} if isolate else prepare_peers(args)
     params = {
         "cases": {name: asdict(CASES[name]) for name in args.cases},
         "shapes": SHAPES,
@@ -739,12 +738,14 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     if isolate:
         records = run_isolated(args, start_parent_build(args, params["peer_checks"]))
-    for name in [] if isolate else args.cases:
-        if not torch.cuda.is_available():
-            records += [{"case": name, "system": s, "skipped": peers[s]} for s in args.systems]
-            continue
-        records += bench_case(CASES[name], args, peers)
-        write_results(out, params, records)  # after every case: a run cut short keeps what it measured
+    else:  # a case's child, or no GPU: in this process
+        peers = prepare_peers(args)
+        for name in args.cases:
+            if not torch.cuda.is_available():
+                records += [{"case": name, "system": s, "skipped": peers[s]} for s in args.systems]
+                continue
+            records += bench_case(CASES[name], args, peers)
+            write_results(out, params, records)  # after every case: a run cut short keeps what it measured
     add_speedups(records)
     for r in records:
         r["stages"] = "; ".join(f"{k} {v:.1f}" for k, v in r.get("stages_us", {}).items())
