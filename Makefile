@@ -16,7 +16,7 @@ TEST_WORKERS ?= auto
 FLOOR_VENV ?= .venv-floor
 TRANSFORMERS_FLOOR ?= transformers==5.17.0
 
-.PHONY: app test lint test-gpu test-floor bench-gpu
+.PHONY: app test lint test-gpu test-floor bench-gpu bench-e2e bench-attention bench-peers
 
 $(STAMP): pyproject.toml .ci/setup
 	bash .ci/setup $(VENV)
@@ -56,7 +56,11 @@ ATTENTION_CASES += mha-7b:32768:1:256 qwen2.5-7b:131072:1:128
 ATTENTION_ARGS ?= --cases $(ATTENTION_CASES)
 PEERS ?= .peers
 PEERS_ARGS ?= --sglang $(PEERS)/sglang --adamas-src $(PEERS)/adamas-authors --include $(PEERS)/include
-bench-gpu:
+# bench-e2e, bench-attention and bench-peers run one of the three.
+bench-gpu: bench-e2e bench-attention bench-peers
+bench-e2e:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e $(E2E_ARGS) --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
+bench-attention:
 	$(GPU_PYTHON) -m benchmarks.bench_attention --profile $(ATTENTION_ARGS) --out $(BENCH_DIR)/attention_$(BENCH_DEVICE).json
+bench-peers:
 	$(GPU_PYTHON) -m benchmarks.bench_peers $(PEERS_ARGS) --out $(BENCH_DIR)/peers_$(BENCH_DEVICE).json
