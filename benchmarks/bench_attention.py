@@ -1,7 +1,7 @@
 """Adamas decode attention vs PyTorch SDPA dense decode, stage by stage, on one GPU.
 
     python -m benchmarks.bench_attention [--shapes llama3-8b] [--lengths 32768 131072] [--budgets 128]
-        [--batches 1 8] [--topk] [--flex] [--sweep] [--profile] [--out results.json]
+        [--batches 1 8] [--topk] [--flex] [--sweep [VARIANT ...]] [--profile] [--out results.json]
 
 Times each stage — encode the query; select the nearest keys, fused (`kernels.nearest`: one
 scan of the codes with its histograms, then threshold, split and finish; `scan_us` is the scan
@@ -17,7 +17,8 @@ Checks that both selection paths pick the same tokens. `--flex` adds FlexAttenti
 decode (compiled per shape; its error is recorded if it fails); `--topk` adds torch.topk over
 the distances; `--profile` adds each kernel's device time in the budget-128 step (eager, the
 PyTorch profiler: beside the graph time, what the gaps between kernels cost); `--sweep` times
-the fused selection under other launch constants (written beside the results as <out>_sweep.json).
+the fused selection under other launch constants, all of SWEEP or the variants named (written
+beside the results as <out>_sweep.json).
 Prints a table and writes benchmarks/results/attention_<device>.json (or --out).
 """
 
@@ -219,15 +220,16 @@ def bench_case(
     return records
 
 
-def sweep_case(shape: str, length: int, batch: int, budget: int) -> list[dict]:
-    """The fused selection (and its scan alone) under each SWEEP variant of its launch constants."""
+def sweep_case(shape: str, length: int, batch: int, budget: int, variants: list[str]) -> list[dict]:
+    """The fused selection (and its scan alone) under the named SWEEP variants of its launch constants."""
     hq, hkv, d = SHAPES[shape]
     sets = input_sets(functools.partial(make_inputs, batch, hq, hkv, length, d), 2 * batch * hkv * length * d * 2)
     for s in sets:
         s["q_codes"] = kernels.encode(s["q"], adamas.PAPER_THRESHOLDS)
     sets[0]["dist"] = kernels.manhattan(sets[0]["q_codes"], sets[0]["k_codes"])
     records = []
-    for variant, launch in SWEEP.items():
+    for variant in variants:
+        launch = SWEEP[variant]
         select = functools.partial(kernels.nearest, launch=launch)
         nearest = time_us(calls(sets, select, ["q_codes", "k_codes"], budget), SECONDARY_REPS)
         scan = functools.partial(scan_select.scan_distances, launch=launch)
@@ -270,7 +272,14 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--topk", action="store_true", help="also time torch.topk over the distances")
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention's decode")
-    parser.add_argument("--sweep", action="store_true", help="also time the fused selection's launch-constant variants")
+    parser.add_argument(
+        "--sweep",
+        nargs="*",
+        choices=list(SWEEP),
+        default=None,
+        metavar="VARIANT",
+        help=f"also time the fused selection's launch-constant variants: all, or those named ({', '.join(SWEEP)})",
+    )
     parser.add_argument(
         "--profile", action="store_true", help=f"also time each kernel of the budget-{PROFILED_BUDGET} step (profiler)"
     )
@@ -291,17 +300,17 @@ def main() -> None:
     short += ["nearest_us", "manhattan_select_us", "same_selection"]
     records, sweep = [], []
     grid = [(s, n, b, args.budgets) for s in args.shapes for b in args.batches for n in args.lengths]
+    variants = list(SWEEP) if args.sweep == [] else args.sweep or []
+    sweep_params = params | {"sweep_variants": {name: dataclasses.asdict(SWEEP[name]) for name in variants}}
     for shape, length, batch, budgets in grid if args.cases is None else args.cases:
         records += bench_case(shape, length, batch, budgets, args.topk, args.flex, args.profile)
         write_results(out, params, records)  # after every case: a run cut short keeps what it measured
         print_table(records[-len(budgets) :], short)
-        if args.sweep:
-            sweep += sweep_case(shape, length, batch, budgets[0])
-            print_table(sweep[-len(SWEEP) :], ["L", "batch", "variant", "nearest_us", "scan_us", "same_selection"])
+        if variants:
+            sweep += sweep_case(shape, length, batch, budgets[0], variants)
+            write_results(out.with_name(f"{out.stem}_sweep.json"), sweep_params, sweep)
+            print_table(sweep[-len(variants) :], ["L", "batch", "variant", "nearest_us", "scan_us", "same_selection"])
     write_results(out, params, records)
-    if args.sweep:
-        variants = {name: dataclasses.asdict(launch) for name, launch in SWEEP.items()}
-        write_results(out.with_name(f"{out.stem}_sweep.json"), params | {"sweep_variants": variants}, sweep)
     columns = [*short[:-3], "encode_q_us", "scan_us", "nearest_us", "manhattan_us", "select_us"]
     columns += ["attention_us", "over_floor", "dense_split_k_us", "dense_masked_sdpa_us", "same_selection"]
     columns += (["topk_us"] if args.topk else []) + (["flex_us"] if args.flex else [])
