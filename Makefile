@@ -56,7 +56,9 @@ ATTENTION_CASES += mha-7b:32768:1:256 qwen2.5-7b:131072:1:128
 ATTENTION_ARGS ?= --cases $(ATTENTION_CASES)
 PEERS ?= .peers
 PEERS_ARGS ?= --sglang $(PEERS)/sglang --adamas-src $(PEERS)/adamas-authors --include $(PEERS)/include
-# bench-e2e, bench-attention and bench-peers run one of the three.
+# bench-e2e, bench-attention and bench-peers run one of the three; never two at once, even under -j,
+# as each times the GPU alone.
+.NOTPARALLEL: bench-gpu
 bench-gpu: bench-e2e bench-attention bench-peers
 bench-e2e:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e $(E2E_ARGS) --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
