@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -575,14 +576,14 @@ def add_speedups(records: list[dict]) -> None:
                 r["speedup"] = best / r["total_us"]
 
 
-def run_isolated(args, authors_build: subprocess.Popen | None) -> list[dict]:
-    """Each case in a child process, so that a peer kernel's illegal address, which leaves the CUDA context
-    unusable, costs only that system's record: the child is started again for the systems after it."""
-    records = []
+def run_isolated(args, authors_build: subprocess.Popen | None) -> Iterator[list[dict]]:
+    """Each case's records, the case timed in a child process, so that a peer kernel's illegal address, which
+    leaves the CUDA context unusable, costs only that system's record: the child is started again for the
+    systems after it."""
     deadline = time.monotonic() + args.build_timeout
     native = [name for name in args.cases if skip_reason("adamas-authors", CASES[name], {}) is None]
     for name in [n for n in args.cases if n not in native] + native:  # theirs last: nvcc runs meanwhile
-        systems = list(args.systems)
+        systems, records = list(args.systems), []
         if authors_build is not None and name in native:
             try:  # their case's child loads the finished build instead of starting one of its own
                 authors_build.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -611,7 +612,17 @@ def run_isolated(args, authors_build: subprocess.Popen | None) -> list[dict]:
                 break
             records.append(crashed(name, started[-1], child.stderr))
             systems = systems[systems.index(started[-1]) + 1 :]
-    return records
+        yield records
+
+
+def run_in_process(args) -> Iterator[list[dict]]:
+    """Each case's records, timed in this process (a case's child, or no GPU: every system skipped)."""
+    peers = prepare_peers(args)
+    for name in args.cases:
+        if torch.cuda.is_available():
+            yield bench_case(CASES[name], args, peers)
+        else:
+            yield [{"case": name, "system": s, "skipped": peers[s]} for s in args.systems]
 
 
 def child_args(args, case: str, systems: list[str]) -> list[str]:
@@ -736,16 +747,10 @@ def main(argv: list[str] | None = None) -> None:
         "authors_build": {"sources": [*AUTHORS_SOURCES, "binding.cu (ours)"], "nvcc_flags": AUTHORS_FLAGS},
     }
     records = []
-    if isolate:
-        records = run_isolated(args, start_parent_build(args, params["peer_checks"]))
-    else:  # a case's child, or no GPU: in this process
-        peers = prepare_peers(args)
-        for name in args.cases:
-            if not torch.cuda.is_available():
-                records += [{"case": name, "system": s, "skipped": peers[s]} for s in args.systems]
-                continue
-            records += bench_case(CASES[name], args, peers)
-            write_results(out, params, records)  # after every case: a run cut short keeps what it measured
+    cases = run_isolated(args, start_parent_build(args, params["peer_checks"])) if isolate else run_in_process(args)
+    for case_records in cases:
+        records += case_records
+        write_results(out, params, records)  # after every case: a run cut short keeps what it measured
     add_speedups(records)
     for r in records:
         r["stages"] = "; ".join(f"{k} {v:.1f}" for k, v in r.get("stages_us", {}).items())
