@@ -121,18 +121,6 @@ def check_head_thresholds(thresholds: torch.Tensor, x: torch.Tensor) -> torch.Te
     return thresholds
 
 
-def check_planes(k_planes: torch.Tensor, k_codes: torch.Tensor) -> None:
-    """Bit-planes must be int64 (int32 at d = 16) [B, Hkv, P, L] beside codes [B, Hkv, L, d // 4] on one device."""
-    check_tensor("k_planes", k_planes, 4)
-    expected = tuple(k_codes.shape[:3])  # (B, Hkv, L)
-    if k_planes.dtype not in (torch.int64, torch.int32) or (*k_planes.shape[:2], k_planes.shape[3]) != expected:
-        raise ValueError(
-            f"k_planes must be int64/int32 [B, Hkv, P, L] with (B, Hkv, L) = {expected} (adamas.cpu.bit_planes), "
-            f"got {k_planes.dtype} {tuple(k_planes.shape)}"
-        )
-    check_same("device", k_codes=k_codes, k_planes=k_planes)
-
-
 def check_valid(valid: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
     """A padding mask must be bool [B, L] on q's device."""
     check_tensor("valid", valid, 2)

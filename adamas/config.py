@@ -29,6 +29,8 @@ DENSE_BACKENDS = ("auto", "torch", "triton")
 """How the integration runs a masked one-token dense step: the split-K kernel on CUDA and SDPA elsewhere, or either."""
 SELECTORS = ("adamas", "adamas-calibrated", "quest", "streaming", "oracle", "full")
 """How a decode step picks its tokens: Adamas (paper or calibrated thresholds), or a baseline to compare with."""
+ADAMAS_SELECTORS = SELECTORS[:2]
+"""The selectors that score tokens by their 2-bit key codes."""
 QUEST_PAGE = 16
 """Tokens per page of the Quest selector, as in the Quest paper."""
 STREAMING_SINK = 4

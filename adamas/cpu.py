@@ -1,4 +1,7 @@
-"""The decode step on a CPU, fast: each stage mirrors its twin in adamas.reference.
+"""The CPU backend's stages in numpy, each mirroring its twin in adamas.reference.
+
+A decode step over fp32, fp64 or bf16 K/V runs as one compiled call instead (adamas.cpu_decode);
+these stages serve the other dtypes, a machine without numba, and every stage called on its own.
 
 The reference scores keys through a 256 x 256 byte-distance table, indexing it once per
 code byte of every (query head, token) pair; here the distance is counted on bit-planes
@@ -29,7 +32,6 @@ __all__ = [
     "bit_planes",
     "dense_attention",
     "encode",
-    "encode_planes",
     "hadamard",
     "manhattan",
     "nearest",
@@ -94,16 +96,6 @@ def _bits_to_planes(t1: np.ndarray, t2: np.ndarray, t3: np.ndarray) -> np.ndarra
     return np.packbits(bits, axis=-1, bitorder="little").view(np.int64 if dims == 32 else np.int32)
 
 
-def encode_planes(x: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """encode(x) and the bit-planes of those codes, token-major, from one pass (a decode step's few tokens).
-
-    x [B, H, (T,) d] float, thresholds [H, 3] -> uint8 codes [B, H, (T,) d // 4] and int64
-    (int32 at d = 16) planes [B, H, (T,) P]: bit_planes' words, packed straight from the bits.
-    """
-    bits = _thermometer(x, thresholds)
-    return torch.from_numpy(_pack(*bits)), torch.from_numpy(_bits_to_planes(*bits))
-
-
 def query_planes(x: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """The bit-planes of encode(x)'s codes without the codes (what nearest reads of a query): [B, H, (T,) P]."""
     return torch.from_numpy(_bits_to_planes(*_thermometer(x, thresholds)))
@@ -141,9 +133,7 @@ def _planes(codes: np.ndarray) -> np.ndarray:
 def bit_planes(codes: torch.Tensor) -> torch.Tensor:
     """The bit-planes manhattan counts on, plane-major: uint8 codes [B, H, N, d // 4] -> [B, H, P, N].
 
-    int64 words (int32 at d = 16), the bits of the unsigned words numpy counts. A cache keeps
-    them beside its codes, written where its codes are (decode_attention's k_planes), so that
-    a decode step reads them instead of rebuilding every key's.
+    int64 words (int32 at d = 16), the bits of the unsigned words numpy counts.
     """
     planes = _planes(codes.numpy())  # [B, H, P, N]
     return torch.from_numpy(planes.view(np.int64 if planes.dtype == np.uint64 else np.int32))

@@ -26,9 +26,9 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from adamas import cpu, ops
+from adamas import cpu_decode, ops
 from adamas.checks import resolve_backend
-from adamas.config import AdamasConfig
+from adamas.config import ADAMAS_SELECTORS, AdamasConfig
 from adamas.ops import calibrate, decode_attention, encode, query_thresholds
 from adamas.tracing import ACTIVE_RECORDER, ACTIVE_TRACER
 
@@ -57,8 +57,8 @@ _FORWARD_CONFIG: ContextVar[AdamasConfig | None] = ContextVar("adamas_forward_co
 def offer_codes(layer, keys: torch.Tensor) -> None:
     """Tell the attention function called next that `keys` come from `layer`, a cache layer with codes.
 
-    The layer exposes `config`, `codes` (the codes of `keys`), `planes` (their
-    adamas.cpu.bit_planes, or None) and `thresholds`; the attention function takes them only
+    The layer exposes `config`, `codes` (the codes of `keys`), `thresholds` and `compiled_step()`
+    (the CPU's compiled step over its buffers, or None); the attention function takes them only
     when it is handed this very `keys` tensor.
     """
     _LAST_UPDATE.set((layer, keys))
@@ -71,19 +71,19 @@ def layer_thresholds(config: AdamasConfig, keys: torch.Tensor) -> tuple[float, f
     return config.thresholds
 
 
-def encode_keys(config: AdamasConfig, keys: torch.Tensor, thresholds) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A cache layer's new keys [B, Hkv, T, d] -> their codes [B, Hkv, T, d // 4] and, on the CPU backend, planes.
+def compiles_step(config: AdamasConfig, keys: torch.Tensor, values: torch.Tensor) -> bool:
+    """Whether a cache layer of `config` holding such keys and values decodes through adamas.cpu_decode."""
+    return (
+        config.selector in ADAMAS_SELECTORS
+        and resolve_backend(config.backend, keys.device) == "cpu"
+        and cpu_decode.supports(keys, values)
+    )
 
-    The planes (adamas.cpu.bit_planes' [B, Hkv, P, T]) come from the same pass as the codes;
-    other backends keep none (None). `thresholds` are the layer's own, checked when fitted.
-    """
-    if resolve_backend(config.backend, keys.device) != "cpu":
-        return encode(keys, thresholds, backend=config.backend), None
-    if keys.shape[2] == 1:  # a decode step's key: one pass for both (a prompt's go faster word-wise)
-        codes, planes = cpu.encode_planes(keys, thresholds)  # planes [B, Hkv, 1, P]
-        return codes, planes.transpose(-1, -2)
-    codes = encode(keys, thresholds, backend=config.backend)
-    return codes, cpu.bit_planes(codes)
+
+CompiledStep = tuple[cpu_decode.LayerBuffers, int, torch.Tensor | None, torch.Tensor | None]
+"""A cache layer's answer to the attention function on the CPU: its LayerBuffers, the tokens the step runs over
+(the first L of the buffers), the valid mask [B, L] to apply (None: all L valid) and positions whose codes the
+step writes first (None: none)."""
 
 
 class AdamasLayer(DynamicLayer):
@@ -93,9 +93,8 @@ class AdamasLayer(DynamicLayer):
     with room for more tokens; row t of codes is the code of keys[:, :, t] under
     `thresholds`. New rows are written in place (a full buffer grows to hold an eighth more,
     at least GROWTH tokens), and new keys are encoded as they arrive: one kernel call per
-    update, the whole prompt at prefill, one token per decode step. Where the CPU backend
-    runs, planes: [B, Hkv, P, L] int64 (adamas.cpu.bit_planes of codes, column t of token t)
-    are kept beside the codes, so that a step does not rebuild every key's; None elsewhere.
+    update, the whole prompt at prefill, one token per decode step. Where the CPU's compiled
+    step runs (`compiles_step`), the layer keeps its buffers as adamas.cpu_decode reads them.
     """
 
     GROWTH = 256
@@ -104,75 +103,86 @@ class AdamasLayer(DynamicLayer):
         super().__init__(**kwargs)
         self.config = config
         self.codes: torch.Tensor | None = None
-        self.planes: torch.Tensor | None = None
-        self._planes: torch.Tensor | None = None
         # the bucket edges of this layer: config.thresholds, or fp32 [Hkv, 3] fitted to the first keys
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
+        self._compiled: cpu_decode.LayerBuffers | None = None  # the buffers as the compiled step reads them
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write the new K/V rows and their codes after the cached ones; return the whole K and V."""
         if self.thresholds is None:
             self.thresholds = layer_thresholds(self.config, key_states)
-        new_codes, new_planes = encode_keys(self.config, key_states, self.thresholds)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start, end = self.get_seq_length(), self.get_seq_length() + key_states.shape[-2]
-        self._reserve(key_states, value_states, new_codes, new_planes, end)
-        for buffer, rows in ((self._keys, key_states), (self._values, value_states), (self._codes, new_codes)):
+        decoding = key_states.shape[2] == 1 and compiles_step(self.config, key_states, value_states)
+        new_codes = None if decoding else encode(key_states, self.thresholds, backend=self.config.backend)
+        self._reserve(key_states, value_states, end)
+        for buffer, rows in ((self._keys, key_states), (self._values, value_states)):
             buffer[:, :, start:end] = rows
         self.keys, self.values, self.codes = (b[:, :, :end] for b in (self._keys, self._values, self._codes))
-        if self._planes is not None:
-            self._planes[..., start:end] = new_planes
-            self.planes = self._planes[..., :end]
+        if new_codes is None:  # a decode step's key, encoded by one compiled call
+            self.compiled_buffers().encode(torch.arange(start, end))
+        else:
+            self._codes[:, :, start:end] = new_codes
         offer_codes(self, self.keys)
         return self.keys, self.values
 
-    def _reserve(
-        self, keys: torch.Tensor, values: torch.Tensor, codes: torch.Tensor, planes: torch.Tensor | None, length: int
-    ) -> None:
-        """Make the buffers (like keys, values, codes and planes) hold `length` tokens, keeping what is cached."""
+    def compiled_buffers(self) -> cpu_decode.LayerBuffers:
+        """The layer's buffers as adamas.cpu_decode reads them, made again when the buffers change."""
+        if self._compiled is None:
+            self._compiled = cpu_decode.LayerBuffers(self._keys, self._values, self._codes, self.thresholds)
+        return self._compiled
+
+    def compiled_step(self, valid: torch.Tensor | None) -> CompiledStep | None:
+        """What the compiled step of a decode query runs on, given its valid tokens [B, L]; None where it does not run.
+
+        The step runs over every cached token; `valid` is handed on unless it marks them all.
+        """
+        if self.keys is None or not compiles_step(self.config, self.keys, self.values):
+            return None
+        mask = None if valid is None or bool(valid.all()) else valid
+        return self.compiled_buffers(), self.get_seq_length(), mask, None
+
+    def _reserve(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Make the buffers of keys, values and codes hold `length` tokens, keeping what is cached."""
         capacity = 0 if self.codes is None else self._codes.shape[2]
         if length <= capacity:
             return
         capacity = length + max(self.GROWTH, length // 8)
         old = (self.keys, self.values, self.codes) if self.codes is not None else (None, None, None)
+        b, h, _, d = keys.shape
+        layouts = ((keys.dtype, d), (values.dtype, values.shape[3]), (torch.uint8, d // 4))
         made = []
-        for like, cached in zip((keys, values, codes), old, strict=True):
-            buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])  # [B, Hkv, capacity, last]
+        for (dtype, last), cached in zip(layouts, old, strict=True):
+            buffer = keys.new_empty(b, h, capacity, last, dtype=dtype)  # [B, Hkv, capacity, last]
             if cached is not None:
                 buffer[:, :, : cached.shape[2]] = cached
             made.append(buffer)
         self._keys, self._values, self._codes = made
-        if planes is not None:
-            self._planes = planes.new_empty(*planes.shape[:3], capacity)  # [B, Hkv, P, capacity]
-            if self.planes is not None:
-                self._planes[..., : self.planes.shape[3]] = self.planes
+        self._compiled = None
 
     def _adopt(self) -> None:
         """After an operation that replaced keys/values/codes, take them as the new buffers."""
         if self.codes is not None:
-            self._keys, self._values, self._codes, self._planes = self.keys, self.values, self.codes, self.planes
+            self._keys, self._values, self._codes = self.keys, self.values, self.codes
+            self._compiled = None
 
     def reset(self) -> None:
         """Drop everything, codes and thresholds included (as 5.24's DynamicLayer does; 5.17 zeroed instead)."""
-        self.keys = self.values = self.codes = self.planes = self.thresholds = None
-        self._keys = self._values = self._codes = self._planes = None
+        self.keys = self.values = self.codes = self.thresholds = None
+        self._keys = self._values = self._codes = self._compiled = None
         self.is_initialized = False
 
     def crop(self, *args, **kwargs) -> None:
-        """Crop K/V as DynamicLayer does, and the codes (and planes) to match (the buffers stay)."""
+        """Crop K/V as DynamicLayer does, and the codes to match (the buffers stay)."""
         super().crop(*args, **kwargs)
         if self.codes is not None:
             self.codes = self._codes[:, :, : self.get_seq_length()]
-        if self.planes is not None:
-            self.planes = self._planes[..., : self.get_seq_length()]
 
     def _batch_rows(self, take) -> None:
-        """Apply `take` (a batch operation on dim 0) to the codes and planes, then adopt them as the buffers."""
+        """Apply `take` (a batch operation on dim 0) to the codes, then adopt them as the buffers."""
         if self.codes is not None:
             self.codes = take(self.codes)
-        if self.planes is not None:
-            self.planes = take(self.planes)
         self._adopt()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -225,30 +235,26 @@ def adamas_attention(
             module, query, key, value, attention_mask, backend, dropout=dropout, scaling=scaling, **kwargs
         )
     valid = _valid_tokens(attention_mask, key.shape[2])
-    q, config, codes = query.select(2, 0), layer.config, layer.codes
+    q, config = query.select(2, 0), layer.config
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     per_head = layer.thresholds if isinstance(layer.thresholds, torch.Tensor) else None
-    step = functools.partial(
-        decode_attention,
-        q,
-        key,
-        value,
-        codes,
-        config,
-        scale=scale,
-        valid=valid,
-        thresholds=per_head,
-        k_planes=layer.planes,
-        check_inputs=False,  # the layer's tensors and thresholds were checked as it made them
-    )
+    compiled = layer.compiled_step(valid)
+    if compiled is not None:  # the CPU's one compiled call: the new key's code, selection and attention
+        buffers, length, mask, encode_at = compiled
+        out, idx = buffers.step(
+            q, config.budget, config.sink, config.recent, scale, valid=mask, encode_at=encode_at, length=length
+        )
+    else:
+        out, idx = decode_attention(
+            q, key, value, layer.codes, config, scale=scale, valid=valid, thresholds=per_head, return_indices=True,
+            check_inputs=False,  # the layer's tensors and thresholds were checked as it made them
+        )  # fmt: skip
     tracer, recorder = ACTIVE_TRACER.get(), ACTIVE_RECORDER.get()
-    if tracer is None and recorder is None:
-        return step()[:, None], None
-    out, idx = step(return_indices=True)
     if recorder is not None:
         recorder.record(module.layer_idx, q, idx, scale, config.budget)
     if tracer is not None:
-        tracer.observe(module.layer_idx, q, key, codes, idx, scale, query_thresholds(config, per_head, q, key), valid)
+        edges = query_thresholds(config, per_head, q, key)
+        tracer.observe(module.layer_idx, q, key, layer.codes, idx, scale, edges, valid)
     return out[:, None], None
 
 

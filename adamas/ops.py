@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import torch
 
-from adamas import cpu, reference, selectors
+from adamas import cpu, cpu_decode, reference, selectors
 from adamas.checks import (
     check_codes,
     check_float,
@@ -24,7 +24,6 @@ from adamas.checks import (
     check_head_thresholds,
     check_heads,
     check_match,
-    check_planes,
     check_qkv,
     check_same,
     check_scale,
@@ -33,6 +32,7 @@ from adamas.checks import (
     resolve_backend,
 )
 from adamas.config import (
+    ADAMAS_SELECTORS,
     CALIBRATION_QUANTILES,
     PAPER_THRESHOLDS,
     QUEST_PAGE,
@@ -270,7 +270,6 @@ def decode_attention(
     return_indices: bool = False,
     valid: torch.Tensor | None = None,
     thresholds: torch.Tensor | None = None,
-    k_planes: torch.Tensor | None = None,
     *,
     fused_selection: FusedSelection = FusedSelection(),
     check_inputs: bool = True,
@@ -288,14 +287,14 @@ def decode_attention(
     returned indices are -1 when fewer valid tokens than the budget exist.
     `thresholds` (fp32 [Hkv, 3], the ones k_codes were made with) is required when
     config.thresholds is "calibrated" and overrides config.thresholds otherwise.
-    `k_planes` (adamas.cpu.bit_planes(k_codes), [B, Hkv, P, L] int64, kept by a cache beside
-    its codes) spares the CPU backend rebuilding them each step; other backends ignore it.
+    On the CPU backend, Adamas' step over fp32, fp64 or bf16 K/V is one compiled call
+    (adamas.cpu_decode); it lists each head's tokens in increasing order.
     `fused_selection` says when the Triton backend selects in one fused op (the same tokens).
     `check_inputs=False` trusts the inputs: for tensors a cache layer made and checked as it
     made them, whose checks would be a noticeable share of a sparse layer's step on a CPU.
     """
     if check_inputs:
-        _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, fused_selection)
+        _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection)
         scale = check_scale(scale, q.shape[-1])
     elif scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -305,15 +304,21 @@ def decode_attention(
     if config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers):
         out = impl.dense_attention(q, k, v, scale, valid)
         return (out, None) if return_indices else out
-    if config.selector in ("adamas", "adamas-calibrated"):
-        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fused_selection)
+    if config.selector in ADAMAS_SELECTORS and impl is cpu and cpu_decode.supports(k, v):
+        edges = query_thresholds(config, thresholds, q, k) if thresholds is None else thresholds
+        out, idx = cpu_decode.decode_step(
+            q, k, v, k_codes, edges, config.budget, config.sink, config.recent, scale, valid
+        )
+        return (out, idx) if return_indices else out
+    if config.selector in ADAMAS_SELECTORS:
+        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection)
     else:
         idx = _baseline_select(q, k, config, valid)
     out = impl.sparse_attention(q, k, v, idx, scale)
     return (out, idx) if return_indices else out
 
 
-def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, fused_selection) -> None:
+def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection) -> None:
     """decode_attention's checks, but for the scale's."""
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
@@ -326,13 +331,11 @@ def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, k_planes, 
         raise ValueError(f"k_codes must have shape {(*k.shape[:3], k.shape[3] // 4)}, got {tuple(k_codes.shape)}")
     if valid is not None:
         check_valid(valid, q, k)
-    if k_planes is not None:
-        check_planes(k_planes, k_codes)
     if thresholds is not None:
         check_head_thresholds(thresholds, k)
 
 
-def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fused_selection) -> torch.Tensor:
+def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     b, hq, d = q.shape
     if thresholds is None:  # config's three edges for every head
@@ -341,7 +344,7 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, k_planes, fus
         edges, grouped = thresholds.to(q.device), q.reshape(b, k.shape[1], hq // k.shape[1], d)  # [B, Hkv, G, d]
     if impl is cpu:  # the query's bit-planes (no packed codes), then one fused selection
         q_planes = cpu.query_planes(grouped, edges).reshape(b, hq, -1)  # [B, Hq, P]
-        return cpu.nearest(None, k_codes, config.budget, config.sink, config.recent, valid, k_planes, q_planes)
+        return cpu.nearest(None, k_codes, config.budget, config.sink, config.recent, valid, q_planes=q_planes)
     q_codes = impl.encode(grouped, edges).reshape(b, hq, -1)  # [B, Hq, d // 4]
     tokens = k_codes.shape[0] * k_codes.shape[2]
     if impl is not reference and uses_fused_selection(config.budget, tokens, fused_selection):

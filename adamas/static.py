@@ -9,8 +9,7 @@ a fixed address and shape: on CUDA the whole step (position update, embedding, e
 layer's attention, the LM head and the greedy argmax) is captured once and replayed per
 token, with no host synchronization inside it. On a CPU the same step runs eagerly.
 
-Layout per layer: keys, values [B, Hkv, C, d]; codes [B, Hkv, C, d // 4] uint8; where the
-CPU backend runs, planes [B, Hkv, P, C] int64 (adamas.cpu.bit_planes of the codes). The B
+Layout per layer: keys, values [B, Hkv, C, d]; codes [B, Hkv, C, d // 4] uint8. The B
 prompts have equal lengths, so row b of every buffer holds sequence b at the same slots and
 one position tensor serves them all. Slots not yet written are zeros and masked out;
 `adamas.decode_attention` gives them the distance EXCLUDED, and its sink/recent tokens
@@ -25,13 +24,13 @@ import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
-from adamas import cpu
-from adamas.checks import resolve_backend
+from adamas import cpu_decode
 from adamas.config import AdamasConfig, check_int
 from adamas.integration import (
     CACHE_ARGUMENT,
+    CompiledStep,
     adamas_state,
-    encode_keys,
+    compiles_step,
     layer_thresholds,
     offer_codes,
     uses_sliding_window,
@@ -56,7 +55,8 @@ class FixedLayer(CacheLayerMixin):
     and returns the first `visible` slots: the prompt so far at prefill, the whole buffer when
     decoding. The prompt's keys are encoded once, after prefill (`encode_prompt`), with
     thresholds fitted to all of them, as the dynamic cache does; each decode step encodes its key
-    while the layer is `sparse` (the decoder can switch an Adamas layer to full attention).
+    while the layer is `sparse` (the decoder can switch an Adamas layer to full attention). Where the
+    CPU's compiled step runs, that key's code is written by the step itself (`compiled_step`).
     """
 
     is_sliding = False
@@ -68,7 +68,8 @@ class FixedLayer(CacheLayerMixin):
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
         self.fitted = False  # thresholds are fitted to each prompt's keys, at its prefill
         self._codes: torch.Tensor | None = None
-        self._planes: torch.Tensor | None = None  # bit-planes of _codes, where the CPU backend runs
+        self._compiled: cpu_decode.LayerBuffers | None = None  # the buffers as the CPU's compiled step reads them
+        self.pending: torch.Tensor | None = None  # slots whose keys the compiled step encodes (their codes are due)
         self.positions: torch.Tensor | None = None  # int64 [T]: the slots the next update writes
         self.visible = capacity
         self.length = 0  # slots written so far (host-side count, kept by FixedCache.seek)
@@ -81,8 +82,6 @@ class FixedLayer(CacheLayerMixin):
         self.values = value_states.new_zeros(b, h, self.capacity, value_states.shape[-1])
         if self.config is not None:
             self._codes = torch.zeros(b, h, self.capacity, d // 4, dtype=torch.uint8, device=self.device)
-            if resolve_backend(self.config.backend, self.device) == "cpu":
-                self._planes = cpu.bit_planes(self._codes)  # [B, Hkv, P, C], zeros as the codes are
         self.is_initialized = True
 
     def _visible(self, buffer: torch.Tensor, dim: int) -> torch.Tensor:
@@ -92,12 +91,21 @@ class FixedLayer(CacheLayerMixin):
     @property
     def codes(self) -> torch.Tensor | None:
         """The codes of the visible keys: [B, Hkv, visible, d // 4] uint8 (None on a dense layer)."""
+        if self.pending is not None:  # read before the compiled step wrote them
+            self._compiled.encode(self.pending)
+            self.pending = None
         return None if self._codes is None else self._visible(self._codes, 2)
 
-    @property
-    def planes(self) -> torch.Tensor | None:
-        """The bit-planes of the visible codes: [B, Hkv, P, visible] (None on a dense layer or off the CPU backend)."""
-        return None if self._planes is None else self._visible(self._planes, 3)
+    def compiled_step(self, valid: torch.Tensor | None) -> CompiledStep | None:
+        """What the compiled step of a decode query runs on (see integration.CompiledStep); None where it does not run.
+
+        The written slots are those up to the step's own (the decoder writes them in order, the same in
+        every row), so the step runs over them with no mask; it writes the new key's code first.
+        """
+        if self._compiled is None or self.pending is None:
+            return None
+        pending, self.pending = self.pending, None
+        return self._compiled, int(pending[-1]) + 1, None, pending
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write K/V (and codes) of the new tokens at `positions`; return the visible K and V."""
@@ -107,10 +115,10 @@ class FixedLayer(CacheLayerMixin):
         self.values.index_copy_(2, self.positions, value_states)
         keys, values = self._visible(self.keys, 2), self._visible(self.values, 2)
         if self.sparse and self.fitted:  # decoding; a prompt's codes come from encode_prompt
-            new_codes, new_planes = encode_keys(self.config, key_states, self.thresholds)
-            self._codes.index_copy_(2, self.positions, new_codes)
-            if self._planes is not None:
-                self._planes.index_copy_(3, self.positions, new_planes)
+            if self._compiled is not None:
+                self.pending = self.positions
+            else:
+                self._codes.index_copy_(2, self.positions, encode(key_states, self.thresholds, self.config.backend))
             offer_codes(self, keys)
         return keys, values
 
@@ -119,11 +127,15 @@ class FixedLayer(CacheLayerMixin):
         if self.config is None:
             return
         fitted = layer_thresholds(self.config, self.keys[:, :, :length])  # from the prompt's keys [B, Hkv, T, d]
-        # into the existing tensor, so that a graph captured for an earlier prompt reads the new edges
+        # into the existing tensor, so that a graph captured for an earlier prompt (and the compiled step's
+        # buffers) read the new edges
         if isinstance(self.thresholds, torch.Tensor) and isinstance(fitted, torch.Tensor):
             self.thresholds.copy_(fitted)
         else:
             self.thresholds = fitted
+            self._compiled = None
+        if self._compiled is None and compiles_step(self.config, self.keys, self.values):
+            self._compiled = cpu_decode.LayerBuffers(self.keys, self.values, self._codes, self.thresholds)
         self.fitted = True
         self.encode_slots(0, length)
 
@@ -133,8 +145,6 @@ class FixedLayer(CacheLayerMixin):
             return
         keys = self.keys[:, :, start:end]  # [B, Hkv, end - start, d]
         self._codes[:, :, start:end] = encode(keys, self.thresholds, backend=self.config.backend)
-        if self._planes is not None:
-            self._planes[..., start:end] = cpu.bit_planes(self._codes[:, :, start:end])
 
     def get_seq_length(self) -> int:
         return self.length
@@ -149,10 +159,9 @@ class FixedLayer(CacheLayerMixin):
     def reset(self) -> None:
         """Empty the layer: buffers zeroed; the thresholds are fitted again to the next prompt."""
         super().reset()
-        for buffer in (self._codes, self._planes):
-            if buffer is not None:
-                buffer.zero_()
-        self.fitted, self.length = False, 0
+        if self._codes is not None:
+            self._codes.zero_()
+        self.fitted, self.length, self.pending = False, 0, None
 
 
 class FixedCache(Cache):

@@ -124,15 +124,21 @@ class RunReport:
 
 @pytest.fixture
 def decode_calls(monkeypatch):
-    """Counts the decode steps that ran Adamas, per layer (the context length each saw)."""
-    from adamas import integration  # here, so that the core tests need no transformers
+    """Counts the decode steps that ran Adamas, per layer (the tokens each saw): the stage-wise decode_attention
+    and the CPU's compiled step alike."""
+    from adamas import cpu_decode, integration  # here, so that the core tests need no transformers
 
     calls = []
-    real = integration.decode_attention
+    real, real_step = integration.decode_attention, cpu_decode.LayerBuffers.step
 
     def spy(q, k, *args, **kwargs):
         calls.append(k.shape[2])
         return real(q, k, *args, **kwargs)
 
+    def spy_step(buffers, q, *args, length=None, **kwargs):
+        calls.append(buffers.shape[2] if length is None else length)
+        return real_step(buffers, q, *args, length=length, **kwargs)
+
     monkeypatch.setattr(integration, "decode_attention", spy)
+    monkeypatch.setattr(cpu_decode.LayerBuffers, "step", spy_step)
     return calls

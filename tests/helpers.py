@@ -77,15 +77,12 @@ def assert_valid_selection(idx: torch.Tensor, dist: torch.Tensor, budget: int) -
     assert (chosen <= kth[..., None]).all(), "a selected distance is larger than the k-th smallest"
 
 
-def assert_planes_follow_codes(layer) -> None:
-    """A cache layer's bit-planes are those of its codes (on the CPU backend; no planes are kept elsewhere)."""
-    from adamas import cpu
+def assert_codes_follow_keys(layer) -> None:
+    """A cache layer's codes are the reference's codes of its written keys, under its thresholds."""
+    from adamas import reference
 
-    if DEVICE != "cpu":
-        assert layer.planes is None
-        return
-    assert layer.planes is not None, "the CPU backend keeps planes beside the codes"
-    expected = cpu.bit_planes(layer.codes)
-    assert torch.equal(layer.planes, expected), (
-        f"planes out of step with codes: {int((layer.planes != expected).sum())} words differ"
-    )
+    written = layer.get_seq_length()
+    codes, keys = layer.codes[:, :, :written].cpu(), layer.keys[:, :, :written].cpu()
+    thresholds = layer.thresholds.cpu() if isinstance(layer.thresholds, torch.Tensor) else layer.thresholds
+    expected = reference.encode(keys, thresholds)
+    assert torch.equal(codes, expected), f"{int((codes != expected).sum())} code bytes differ from their keys' codes"

@@ -5,7 +5,7 @@ import torch
 from helpers import CUDA, assert_close, dtypes, randn, random_codes, seeded
 
 import adamas
-from adamas import cpu, reference
+from adamas import cpu, cpu_decode, reference
 
 pytestmark = pytest.mark.skipif(CUDA, reason="adamas.cpu runs on CPU tensors; the GPU runs the Triton kernels")
 
@@ -124,15 +124,14 @@ def test_encode_equals_the_reference(shape, dtype, per_head):
 @pytest.mark.parametrize(
     "shape", [(1, 3, 1, 64), (2, 3, 3, 64), (2, 4, 16), (1, 2, 5, 32), (1, 2, 2, 128), (1, 1, 256)], ids=str
 )
-def test_encode_planes_gives_the_codes_and_their_bit_planes(shape):
+def test_query_planes_are_the_bit_planes_of_the_codes(shape):
     gen = seeded("encode-planes", shape)
     x = randn(*shape, gen=gen, dtype=torch.float32, std=8.0)
     edges = torch.randn(shape[1], 3, generator=gen).sort(dim=-1).values
-    codes, planes = cpu.encode_planes(x, edges)
-    assert torch.equal(codes, reference.encode(x, edges))
+    codes = reference.encode(x, edges)
     tokens = codes if codes.ndim == 4 else codes[:, :, None]  # bit_planes takes [B, H, N, d // 4]
+    planes = cpu.query_planes(x, edges)
     assert torch.equal(planes, cpu.bit_planes(tokens).transpose(-1, -2).reshape(planes.shape))
-    assert torch.equal(cpu.query_planes(x, edges), planes)
 
 
 @dtypes
@@ -170,13 +169,27 @@ def test_dense_attention_equals_the_reference(dtype, masked):
 
 
 def test_auto_runs_this_module_on_cpu_tensors_and_cpu_refuses_other_devices(monkeypatch):
-    calls, real = [], cpu.nearest
-    monkeypatch.setattr(cpu, "nearest", lambda *args: calls.append(args) or real(*args))
+    """fp16 K/V take this module's stages; fp32 ones the compiled step (adamas.cpu_decode), where numba is installed."""
+    calls = {"stages": 0, "compiled": 0}
+    real, real_step = cpu.nearest, cpu_decode.decode_step
+
+    def stages(*args, **kwargs):
+        calls["stages"] += 1
+        return real(*args, **kwargs)
+
+    def compiled(*args, **kwargs):
+        calls["compiled"] += 1
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(cpu, "nearest", stages)
+    monkeypatch.setattr(cpu_decode, "decode_step", compiled)
     _, k_codes = codes_for((1, 2, 1, 10, 64), "dispatch")
     q, k = torch.randn(1, 2, 64), torch.randn(1, 1, 10, 64)
-    adamas.decode_attention(
-        q, k, k, k_codes, adamas.AdamasConfig(budget=2, thresholds="paper", dense_layers=(), sink=0, recent=0)
-    )
-    assert len(calls) == 1, "the auto backend did not take adamas.cpu"
+    config = adamas.AdamasConfig(budget=2, thresholds="paper", dense_layers=(), sink=0, recent=0)
+    adamas.decode_attention(q.half(), k.half(), k.half(), k_codes, config)
+    assert calls == {"stages": 1, "compiled": 0}, "the auto backend did not take adamas.cpu for fp16"
+    adamas.decode_attention(q, k, k, k_codes, config)
+    expected = {"stages": 1, "compiled": 1} if cpu_decode.available() else {"stages": 2, "compiled": 0}
+    assert calls == expected, "the auto backend did not take the compiled step for fp32"
     with pytest.raises(ValueError, match="backend='cpu' needs CPU tensors"):
         adamas.hadamard(torch.zeros(2, 64, device="meta"), backend="cpu")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from helpers import DEVICE, assert_planes_follow_codes
+from helpers import DEVICE, assert_codes_follow_keys
 from tiny_models import FAMILIES, TINY, prompt_batch, tiny_model
 
 import adamas
@@ -62,10 +62,10 @@ def test_cache_layer_keeps_codes_of_every_key():
     layer = cache.layers[3]
     assert layer.codes.shape == (*layer.keys.shape[:3], 16 // 4)
     assert torch.equal(layer.codes, adamas.encode(layer.keys, backend="torch"))
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.crop(-2)
     assert layer.codes.shape[2] == layer.keys.shape[2] == ids.shape[1] + 1
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
 
 
 def test_cache_layer_writes_in_place_and_stays_consistent_through_batch_edits():
@@ -80,36 +80,36 @@ def test_cache_layer_writes_in_place_and_stays_consistent_through_batch_edits():
     assert layer._keys is buffer and keys.data_ptr() == buffer.data_ptr()
     assert torch.equal(keys, k) and torch.equal(values, v)
     assert torch.equal(layer.codes, adamas.encode(k, layer.thresholds, backend="torch"))
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.batch_repeat_interleave(2)
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.batch_select_indices(torch.tensor([0, 3], device=DEVICE))
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     extra = torch.randn(2, 2, 300, 16, generator=gen).to(DEVICE)  # grows past the buffer
     layer.update(extra, extra)
     expected = torch.cat([k, extra], dim=2)
     assert torch.equal(layer.keys, expected)
     assert torch.equal(layer.codes, adamas.encode(expected, layer.thresholds, backend="torch"))
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.reset()
-    assert layer.codes is None and layer.planes is None and layer.get_seq_length() == 0
+    assert layer.codes is None and layer.get_seq_length() == 0
 
 
-def test_cache_layer_planes_follow_beam_reorders_crops_and_new_steps():
+def test_cache_layer_codes_follow_beam_reorders_crops_and_new_steps():
     config = adamas.AdamasConfig(budget=8, thresholds="calibrated")
     layer = integration.AdamasLayer(config)
     gen = torch.Generator().manual_seed(5)
     k, v = (torch.randn(3, 2, 40, 64, generator=gen).to(DEVICE) for _ in range(2))
     layer.update(k[:, :, :37], v[:, :, :37])
     layer.reorder_cache(torch.tensor([2, 0, 0], device=DEVICE))
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.update(k[:, :, 37:38], v[:, :, 37:38])  # a step after the reorder writes into the adopted buffers
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
     layer.crop(-8)
-    assert layer.planes is None or layer.planes.shape[-1] == 30
+    assert layer.codes.shape[2] == 30
     layer.update(k[:, :, 38:40], v[:, :, 38:40])  # overwrites the cropped slots
     assert layer.codes.shape[2] == 32
-    assert_planes_follow_codes(layer)
+    assert_codes_follow_keys(layer)
 
 
 def test_calibrated_layers_fit_thresholds_to_their_prefill(decode_calls):

@@ -86,10 +86,6 @@ def test_decode_with_per_head_thresholds(backend):
     assert_close("calibrated decode", out, reference.sparse_attention(q, k, v, idx, 64**-0.5), torch.float32)
     with pytest.raises(ValueError, match="pass the keys' thresholds"):
         adamas.decode_attention(q, k, v, codes, config)
-    if backend == "cpu":  # the planes a cache keeps select as the codes do
-        planes = adamas.cpu.bit_planes(codes)
-        kept = adamas.decode_attention(q, k, v, codes, config, return_indices=True, thresholds=edges, k_planes=planes)
-        assert torch.equal(kept[1], idx) and torch.equal(kept[0], out)
 
 
 @BACKENDS
@@ -213,13 +209,6 @@ q0, k0, i0 = torch.zeros(1, 4, 64), torch.zeros(1, 2, 9, 64), torch.zeros(1, 4, 
             lambda: adamas.decode_attention(q0, k0, k0, codes(1, 2, 8, 16), adamas.AdamasConfig.paper()),
             ValueError,
             r"k_codes must have shape \(1, 2, 9, 16\)",
-        ),
-        (
-            lambda: adamas.decode_attention(
-                q0, k0, k0, codes(1, 2, 9, 16), adamas.AdamasConfig.paper(), k_planes=torch.zeros(1, 2, 3, 8)
-            ),
-            ValueError,
-            r"k_planes must be int64/int32 \[B, Hkv, P, L\] with \(B, Hkv, L\) = \(1, 2, 9\)",
         ),
         (
             lambda: adamas.decode_attention(
