@@ -24,7 +24,8 @@ class Comparison:
     """What generate_side_by_side produced, kept as text and numpy arrays: answers, latencies, Adamas's traces."""
 
     answers: dict[str, str] = field(default_factory=lambda: {"adamas": "", "full": ""})
-    prefill_ms: dict[str, float] = field(default_factory=dict)
+    prefill_ms: dict[str, float] = field(default_factory=dict)  # per mode, step 0: its prefill, or its copy of one
+    copied_prefill: list[str] = field(default_factory=list)  # the modes whose step 0 copied the other's prefilled cache
     step_ms: dict[str, list[float]] = field(default_factory=lambda: {"adamas": [], "full": []})
     graph: dict[str, bool] = field(default_factory=dict)  # per mode: whether its decode steps were graph replays
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # per mode: device µs per stage of one step
@@ -39,6 +40,8 @@ class Comparison:
         self.answers[mode] += record.text
         if record.step == 0:
             self.prefill_ms[mode] = record.latency_s * 1e3
+            if record.copied:
+                self.copied_prefill.append(mode)
             if record.stages is not None:
                 self.stages[mode] = record.stages
         else:
@@ -71,6 +74,7 @@ class Comparison:
         run: dict[str, object] = {
             "answers": dict(self.answers),
             "prefill_ms": dict(self.prefill_ms),
+            "copied_prefill": list(self.copied_prefill),
             "step_ms": {mode: list(ms) for mode, ms in self.step_ms.items()},
             "decode": {mode: "cuda graph" if graph else "eager" for mode, graph in self.graph.items()},
             "stages_us": dict(self.stages),
@@ -104,6 +108,7 @@ class Comparison:
             "same_answer": self.answers["adamas"] == self.answers["full"],
             "new_tokens": {mode: len(steps) + 1 for mode, steps in self.step_ms.items() if mode in self.prefill_ms},
             "prefill_ms": dict(self.prefill_ms),
+            "copied_prefill": list(self.copied_prefill),
             "adamas_ms_per_token": ms["adamas"],
             "full_ms_per_token": ms["full"],
             "speedup": ms["full"] / ms["adamas"] if ms["adamas"] and ms["full"] else None,

@@ -315,9 +315,18 @@ class _Enabled:
 
 
 def enable(model: torch.nn.Module, config: AdamasConfig) -> None:
-    """Make `model.generate()` decode with Adamas under `config` (again with a new config if enabled)."""
+    """Make `model.generate()` decode with Adamas under `config` (again with a new config if enabled).
+
+    On an enabled model only the config changes: the hooks hand the new one to the attention function,
+    with no walk over the modules (set_attn_implementation's) and no hooks registered again, so that
+    two runs taking turns on one model switch at no cost that grows with its layers.
+    """
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
+    state = getattr(model, "_adamas", None)
+    if state is not None and model.config._attn_implementation == ATTENTION_NAME:
+        state.config = config
+        return
     model_config = getattr(model, "config", None)
     family = getattr(model_config, "model_type", None)
     if family not in SUPPORTED_FAMILIES:
@@ -369,7 +378,11 @@ def set_enabled(model: torch.nn.Module, config: AdamasConfig | None) -> None:
 
 @contextlib.contextmanager
 def adamas_state(model: torch.nn.Module, config: AdamasConfig | None) -> Iterator[None]:
-    """Decode with Adamas under `config` (full attention for None) inside; the model's own state after."""
+    """Decode with Adamas under `config` (full attention for None) inside; the model's own state after.
+
+    Between two configs on an enabled model this swaps the config and back (see enable); from or to
+    None it walks the model's modules, twice: a loop of steps holds one state around them all.
+    """
     previous = enabled_config(model)
     try:
         set_enabled(model, config)

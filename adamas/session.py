@@ -83,11 +83,15 @@ class Session:
         return sorted({layer for layer, _ in self.job.pairs})
 
     def stats(self, mode: str) -> str:
-        """One line under an answer: prefill time, tokens so far, mean decode latency, why it is empty."""
+        """One line under an answer: prefill time (or that of copying the other run's), tokens so far, mean decode
+        latency, why it is empty."""
         if mode not in self.result.prefill_ms:
             return ""
-        steps = self.result.step_ms[mode]
-        line = f"prefill {self.result.prefill_ms[mode] / 1e3:.2f} s · {len(steps) + 1} tokens"
+        steps, seconds = self.result.step_ms[mode], self.result.prefill_ms[mode] / 1e3
+        prefill = f"prefill {seconds:.2f} s"
+        if mode in self.result.copied_prefill:
+            prefill = f"prefill shared with the other answer (its cache copied in {seconds:.2f} s)"
+        line = f"{prefill} · {len(steps) + 1} tokens"
         line += f" · **{np.mean(steps):.0f} ms/token** (mean of {len(steps)} steps)" if steps else ""
         return line + (f"  \n⚠️ {self.answer_notes[mode]}" if mode in self.answer_notes else "")
 

@@ -203,10 +203,14 @@ class GraphDecoder:
     token = decoder.prefill(ids)                      # ids [B, T] -> first new tokens [B, 1]
     token = decoder.step()                            # then one token per sequence per call
     decoder.switch(None)                              # full attention from here on, same cache
-    An Adamas decoder can switch to full attention and back, so one prefill serves both.
+    other.prefill_from(decoder)                       # or a second decoder starts from a copy of its prompt
+    An Adamas decoder can switch to full attention and back, so one prefill serves both; or a
+    full-attention decoder copies an Adamas decoder's prefilled K and V, so that both run on.
     With a `recorder` (adamas.tracing.TraceRecorder), each Adamas step also copies every
     sparse layer's query and selection into its buffers, inside the graph.
-    The model's own attention setting is left as it was.
+    The model's own attention setting is left as it was. Each eager step sets the model's attention
+    to `attention` and back: a swap of configs where Adamas is enabled on the model, else two walks
+    over its modules; a loop of steps (adamas.generate's) holds `adamas_state(model, decoder.attention)`.
     """
 
     def __init__(
@@ -264,7 +268,7 @@ class GraphDecoder:
         if self.length:
             self.reset()
         ids = ids.to(self.device)
-        with adamas_state(self.model, self._attention):
+        with adamas_state(self.model, self.attention):
             for start in range(0, length, PREFILL_CHUNK):
                 end = min(start + PREFILL_CHUNK, length)
                 positions = torch.arange(start, end, device=self.device)
@@ -275,8 +279,42 @@ class GraphDecoder:
                 mask = None if causal is None else causal[None, None]  # [1, 1, T', end]
                 position_ids = positions[None].expand(self.batch, -1)
                 logits = self._forward(ids[:, start:end], position_ids, mask, logits_to_keep=1)
-        self.cache.encode_prompt(length)
         self.token.copy_(logits[:, -1:].argmax(-1))
+        return self._prefilled(length)
+
+    @torch.no_grad()
+    def prefill_from(self, source: GraphDecoder) -> torch.Tensor:
+        """Start where `source` (a prefilled decoder of the same model and batch) stands, without running the model.
+
+        Its K and V of the written slots, its newest tokens [B, 1] (returned) and its position are
+        copied; `source` keeps its own (and its codes). An Adamas decoder fits its thresholds to the
+        copied keys and encodes them, as after a prefill. The prompt is then prefilled once for both.
+        """
+        if not isinstance(source, GraphDecoder):
+            raise TypeError(f"source must be a GraphDecoder, got {type(source).__name__}")
+        if source is self or source.length == 0:
+            raise ValueError("source must be another decoder, prefilled: call source.prefill(ids) first")
+        if (source.batch, len(source.cache.layers)) != (self.batch, len(self.cache.layers)):
+            raise ValueError(
+                f"source decodes {source.batch} sequences on {len(source.cache.layers)} layers, "
+                f"this decoder {self.batch} on {len(self.cache.layers)}"
+            )
+        length = source.length
+        if length >= self.capacity:
+            raise ValueError(f"the source's {length} tokens must be fewer than the capacity ({self.capacity})")
+        if self.length:
+            self.reset()
+        for mine, theirs in zip(self.cache.layers, source.cache.layers, strict=True):
+            if not mine.is_initialized:
+                mine.lazy_initialization(theirs.keys, theirs.values)
+            mine.keys[:, :, :length] = theirs.keys[:, :, :length]  # [B, Hkv, T, d]
+            mine.values[:, :, :length] = theirs.values[:, :, :length]
+        self.token.copy_(source.token)
+        return self._prefilled(length)
+
+    def _prefilled(self, length: int) -> torch.Tensor:
+        """Slots 0..length-1 hold the prompt's K and V: encode them, ready the first step; the next tokens [B, 1]."""
+        self.cache.encode_prompt(length)
         self.mask[..., :length] = True
         self.position.fill_(length - 1)
         self.length = self.coded = length
@@ -324,8 +362,9 @@ class GraphDecoder:
         self.length = self.coded = 0
 
     @property
-    def _attention(self) -> AdamasConfig:
-        """The model runs the "adamas" attention function: layers that offer no codes get its dense SDPA."""
+    def attention(self) -> AdamasConfig:
+        """What the model runs for this decoder's steps now, under the "adamas" attention function: the Adamas config,
+        or (full attention) every layer dense on its dense_backend."""
         return self.config if self.config is not None else self.full
 
     def _forward(self, ids, position_ids, mask, **kwargs) -> torch.Tensor:
@@ -335,7 +374,7 @@ class GraphDecoder:
     def run_step(self) -> None:
         """One decode step of the current setting on the device (a graph replay, captured on first use)."""
         if not self.cuda_graph:
-            with adamas_state(self.model, self._attention):
+            with adamas_state(self.model, self.attention):
                 self._decode_step()
             return
         if self.graph is None:
@@ -380,12 +419,12 @@ class GraphDecoder:
         saved = self.snapshot()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        with adamas_state(self.model, self._attention), torch.cuda.stream(stream):
+        with adamas_state(self.model, self.attention), torch.cuda.stream(stream):
             for _ in range(min(WARMUP_STEPS, self.capacity - self.length)):
                 self._decode_step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         self.restore(saved)
         graph = torch.cuda.CUDAGraph()
-        with adamas_state(self.model, self._attention), torch.cuda.graph(graph):
+        with adamas_state(self.model, self.attention), torch.cuda.graph(graph):
             self._decode_step()
         self._graphs[self.config is not None] = graph

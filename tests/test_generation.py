@@ -64,9 +64,10 @@ def test_generate_restores_the_models_state(default_model):
         for fixed in (False, True):
             stream = adamas.generate(model, tokenizer, "Hello", config=None, max_new_tokens=5, fixed_cache=fixed)
             next(stream)
-            # the dynamic cache's run sets full attention on the model while it runs; the fixed
-            # cache's decoder sets it around each of its own steps and leaves it as it was between them
-            assert (integration.enabled_config(model) is None) != fixed
+            # the run holds its own attention on the model while it runs: full attention on the dynamic
+            # cache, the "adamas" function with every layer dense on the fixed one (its steps switch nothing)
+            running = integration.enabled_config(model)
+            assert running is None if not fixed else running.selector == "full"
             stream.close()
             assert integration.enabled_config(model).budget == 64
     finally:
@@ -154,6 +155,60 @@ def test_side_by_side_closed_early_restores_the_model(default_model):
         assert integration.enabled_config(model).budget == 64
     finally:
         adamas.disable(model)
+
+
+@pytest.mark.parametrize("window", [None, 16], ids=["fixed-cache", "dynamic-cache"])
+def test_side_by_side_prefills_once_and_decodes_as_two_prefills(window):
+    from tiny_models import CharTokenizer, tiny_model
+
+    model = tiny_model("mistral", sliding_window=window)  # a sliding window decodes on the dynamic cache
+    model.generation_config.eos_token_id = None  # run every step
+    assert (generation.graph_obstacle(model) or "").startswith("mistral uses") == (window is not None)
+    prompt, config = "a prompt longer than the sliding window of sixteen", adamas.AdamasConfig(budget=8)
+    alone = {
+        mode: adamas.generate(model, CharTokenizer(), prompt, c, 8) for mode, c in (("adamas", config), ("full", None))
+    }
+    alone = {mode: [r.token_id for r in run] for mode, run in alone.items()}
+    prompts = []  # the lengths of the forwards over more than one token: the prefills
+
+    def count(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prompts.append(kwargs["input_ids"].shape[1])
+
+    counting = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        pairs = list(generation.generate_side_by_side(model, CharTokenizer(), prompt, config, 8))
+    finally:
+        counting.remove()
+    assert prompts == [len(prompt)], "one prefill serves both runs"
+    for mode, ids in alone.items():
+        records = [r for m, r in pairs if m == mode]
+        assert [r.token_id for r in records] == ids
+        assert [r.copied for r in records] == [mode == "full"] + [False] * (len(ids) - 1)
+        assert [r.context_length for r in records] == list(range(len(prompt), len(prompt) + len(ids)))
+    result = Comparison()
+    for mode, record in pairs:
+        result.add(mode, record)
+    assert set(result.prefill_ms) == {"adamas", "full"} and result.summary()["copied_prefill"] == ["full"]
+
+
+def test_side_by_side_switches_the_models_attention_as_often_for_any_number_of_steps(monkeypatch):
+    from tiny_models import CharTokenizer, tiny_model
+
+    model = tiny_model("llama")
+    model.generation_config.eos_token_id = None
+    switches = []
+    real = type(model).set_attn_implementation
+    monkeypatch.setattr(
+        type(model), "set_attn_implementation", lambda m, *a, **kw: switches.append(a) or real(m, *a, **kw)
+    )
+    counts, config = [], adamas.AdamasConfig(budget=8)
+    for steps in (3, 9):
+        switches.clear()
+        list(generation.generate_side_by_side(model, CharTokenizer(), "a short prompt", config, steps))
+        counts.append(len(switches))
+    assert counts[0] == counts[1], "a step switched the attention by walking the model's modules"
+    assert integration.enabled_config(model) is None and model.config._attn_implementation == "sdpa"
 
 
 def test_graph_obstacle_says_why_a_model_decodes_eagerly():

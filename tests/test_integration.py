@@ -159,6 +159,31 @@ def test_enable_twice_replaces_the_config():
     assert len(model._forward_pre_hooks) == len(model._forward_hooks) == 0
 
 
+def test_switching_an_enabled_models_config_walks_no_modules_and_keeps_its_hooks(monkeypatch, decode_calls):
+    model = tiny_model("llama")
+    ids, mask = prompt_batch()
+    full = greedy(model, ids, mask)
+    adamas.enable(model, adamas.AdamasConfig(budget=8))
+    hooks = (list(model._forward_pre_hooks.values()), list(model._forward_hooks.values()))
+    walks = []
+    real = torch.nn.Module.named_modules
+    monkeypatch.setattr(torch.nn.Module, "named_modules", lambda m, *a, **kw: walks.append(m) or real(m, *a, **kw))
+    adamas.enable(model, adamas.AdamasConfig(budget=16))
+    with integration.adamas_state(model, adamas.AdamasConfig(budget=4096)):
+        assert integration.enabled_config(model).budget == 4096
+        assert walks == [], "a switch between configs walked the model's modules"
+        assert torch.equal(greedy(model, ids, mask), full), "the attention function runs under the new config"
+    assert len(decode_calls) == 2 * NEW_TOKENS - 2, "both sparse layers of every decode step ran Adamas"
+    integration.set_enabled(model, adamas.AdamasConfig(budget=32))
+    assert integration.enabled_config(model).budget == 32
+    assert (list(model._forward_pre_hooks.values()), list(model._forward_hooks.values())) == hooks
+    model.set_attn_implementation("sdpa")  # changed behind Adamas' back: enabling again sets it again
+    adamas.enable(model, adamas.AdamasConfig(budget=8))
+    assert model.config._attn_implementation == integration.ATTENTION_NAME
+    adamas.disable(model)
+    assert model.config._attn_implementation == "sdpa" and len(model._forward_pre_hooks) == 0
+
+
 def test_the_configs_dense_backend_runs_the_masked_dense_steps(monkeypatch):
     """A padded batch decodes under a mask: dense_backend "triton" sends the dense layers' steps to the kernel."""
     calls = []

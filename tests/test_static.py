@@ -195,6 +195,36 @@ def test_switching_to_full_attention_and_back_shares_one_prefill(decode_calls):
         GraphDecoder(model, None, CAPACITY).switch(full_budget)
 
 
+@pytest.mark.parametrize("thresholds", ["paper", "calibrated"])
+def test_a_decoder_started_from_anothers_prefill_decodes_as_after_its_own(thresholds):
+    model = tiny_model("llama")
+    ids = two_prompts()
+    configs = {"adamas": adamas.AdamasConfig(budget=8, thresholds=thresholds), "full": None}
+    expected = {mode: decode_rows(model, config, ids) for mode, config in configs.items()}
+    for first, second in (("adamas", "full"), ("full", "adamas")):
+        source = GraphDecoder(model, configs[first], CAPACITY, batch=2)
+        follower = GraphDecoder(model, configs[second], CAPACITY, batch=2)
+        tokens = {first: [source.prefill(ids).clone()], second: []}
+        tokens[second].append(follower.prefill_from(source).clone())
+        assert follower.length == source.length == ids.shape[1]
+        for _ in range(STEPS - 1):  # in turns, as generate_side_by_side runs them: each keeps its own cache
+            tokens[first].append(source.step().clone())
+            tokens[second].append(follower.step().clone())
+        for mode, decoded in tokens.items():
+            assert torch.cat(decoded, dim=1).tolist() == expected[mode], f"{mode} after {first}'s prefill"
+    fresh = GraphDecoder(model, None, CAPACITY, batch=2)
+    with pytest.raises(TypeError, match="source must be a GraphDecoder"):
+        fresh.prefill_from(ids)
+    with pytest.raises(ValueError, match="prefilled"):
+        fresh.prefill_from(GraphDecoder(model, None, CAPACITY, batch=2))
+    with pytest.raises(ValueError, match="prefilled"):
+        source.prefill_from(source)
+    with pytest.raises(ValueError, match="source decodes 2 sequences on 4 layers, this decoder 1 on 4"):
+        GraphDecoder(model, None, CAPACITY).prefill_from(source)
+    with pytest.raises(ValueError, match="fewer than the capacity"):
+        GraphDecoder(model, None, ids.shape[1], batch=2).prefill_from(source)
+
+
 def test_fixed_cache_layout():
     config = adamas.AdamasConfig(budget=8, dense_layers=(0,))
     cache = FixedCache(3, 16, config)

@@ -23,9 +23,10 @@ def latency_comparison(
     adamas_ms: Sequence[float] | np.ndarray,
     full_ms: Sequence[float] | np.ndarray,
     prefill_ms: tuple[float, float] | None = None,
+    copied: bool = False,
 ) -> go.Figure:
     """Decode latency per step, Adamas vs full attention: dashed means (their values in the legend), the speedup in
-    the title."""
+    the title. `prefill_ms`: each run's step 0; `copied`: the full run's copied the Adamas run's prefilled cache."""
     adamas, full = _check_latencies("adamas_ms", adamas_ms), _check_latencies("full_ms", full_ms)
     if adamas.size == 0 and full.size == 0:
         raise ValueError("adamas_ms and full_ms are both empty: give the latencies of at least one run")
@@ -56,7 +57,9 @@ def latency_comparison(
         notes = [f"Adamas speedup {speedup:.2f}× (mean full / mean Adamas{slower}); dashed: the means"]
     else:
         notes = [f"{'full attention' if adamas.size == 0 else 'Adamas'} only, no speedup to show; dashed: the mean"]
-    if prefill_ms is not None:
+    if prefill_ms is not None and copied:
+        notes.append(f"one prefill (dense), {prefill[0]:.1f} ms; full attention copied its cache, {prefill[1]:.1f} ms")
+    elif prefill_ms is not None:
         notes.append(f"prefill (dense in both): Adamas {prefill[0]:.1f} ms, full {prefill[1]:.1f} ms")
     fig.update_layout(
         xaxis={"title": "decode step", **step_axis(max(adamas.size, full.size))},

@@ -94,8 +94,9 @@ def run_panels(
         figures["recall_plot"] = numbered("recall_plot", recall_by_layer(np.stack(result.recall), dense_layers, budget))
     if result.step_ms["adamas"] and result.step_ms["full"]:
         prefill = (result.prefill_ms["adamas"], result.prefill_ms["full"])
+        copied = "full" in result.copied_prefill
         figures["latency_plot"] = numbered(
-            "latency_plot", latency_comparison(result.step_ms["adamas"], result.step_ms["full"], prefill)
+            "latency_plot", latency_comparison(result.step_ms["adamas"], result.step_ms["full"], prefill, copied)
         )
     if result.stages:
         means = {mode: float(np.mean(ms)) for mode, ms in result.step_ms.items() if ms}
