@@ -17,6 +17,8 @@ FAST = {"nsz", "arcp", "contract", "reassoc"}
 EVEN = np.uint64(0x5555555555555555)
 """The low bit of every 2-bit code in a word."""
 ONE = np.uint64(1)
+BLOCK = 4
+"""Query heads scored in one pass over a KV head's codes (ranks4_)."""
 
 
 @intrinsic
@@ -153,6 +155,47 @@ def ranks_(words, q_words, rank):
 
 
 @njit(cache=True, nogil=True)
+def pair_(q_words, g, i):
+    """Query g's thermometer words for the word pair i, i + 1: (both of i, both of i + 1, the pair's t2 bits)."""
+    both0, t20 = thermometer_(q_words[g, i])
+    both1, t21 = thermometer_(q_words[g, i + 1])
+    return both0, both1, t20 | (t21 << ONE)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def ranks4_(words, q_words, rank):
+    """ranks_ for four query heads at once (rows of q_words [4, W], of rank [4, n]), in one pass over the tokens per
+    pair of words: each key word's thermometer bits are made once for the four (a GQA group's heads share the keys)."""
+    width = q_words.shape[1]
+    rank[:] = 1
+    for i in range(0, width - 1, 2):
+        a0, c0, p0 = pair_(q_words, 0, i)
+        a1, c1, p1 = pair_(q_words, 1, i)
+        a2, c2, p2 = pair_(q_words, 2, i)
+        a3, c3, p3 = pair_(q_words, 3, i)
+        for t in range(rank.shape[1]):
+            both0, t20 = thermometer_(words[t, i])
+            both1, t21 = thermometer_(words[t, i + 1])
+            t2 = t20 | (t21 << ONE)
+            rank[0, t] += np.uint16(popcount(both0 ^ a0) + popcount(both1 ^ c0) + popcount(t2 ^ p0))
+            rank[1, t] += np.uint16(popcount(both0 ^ a1) + popcount(both1 ^ c1) + popcount(t2 ^ p1))
+            rank[2, t] += np.uint16(popcount(both0 ^ a2) + popcount(both1 ^ c2) + popcount(t2 ^ p2))
+            rank[3, t] += np.uint16(popcount(both0 ^ a3) + popcount(both1 ^ c3) + popcount(t2 ^ p3))
+    if width % 2:
+        last = width - 1
+        a0, p0 = thermometer_(q_words[0, last])
+        a1, p1 = thermometer_(q_words[1, last])
+        a2, p2 = thermometer_(q_words[2, last])
+        a3, p3 = thermometer_(q_words[3, last])
+        for t in range(rank.shape[1]):
+            both, t2 = thermometer_(words[t, last])
+            rank[0, t] += np.uint16(popcount(both ^ a0) + popcount(t2 ^ p0))
+            rank[1, t] += np.uint16(popcount(both ^ a1) + popcount(t2 ^ p1))
+            rank[2, t] += np.uint16(popcount(both ^ a2) + popcount(t2 ^ p2))
+            rank[3, t] += np.uint16(popcount(both ^ a3) + popcount(t2 ^ p3))
+
+
+@njit(cache=True, nogil=True)
 def force_(rank, valid, lo, count, sink, recent, skip):
     """Rank 0 for the forced tokens (the first `sink` and last `recent` valid ones), `skip` for invalid ones.
 
@@ -236,31 +279,43 @@ def decode_step(
     queries, keys, values, words, edges, k_first, v_first, code_first, length, valid, budget, sink, recent, scale,
     at, out, idx,
 ):  # fmt: skip
-    """The whole step of adamas.cpu_decode.decode_step for every batch row and head, writing out and idx."""
+    """The whole step of adamas.cpu_decode.decode_step for every batch row and head, writing out and idx.
+
+    A KV head's query heads are scored in blocks of four (ranks4_, the last block padded with copies
+    of its last head), a block of one alone (ranks_); then each head is selected and attended.
+    """
     b_size, hq, d = queries.shape
     hkv = k_first.shape[1]
     group = hq // hkv
     slots = idx.shape[2]
     skip = 3 * d + 2  # past every rank: 0 forced, 1 + distance (0 .. 3d)
-    rank = np.empty(length, dtype=np.uint16)
+    rank = np.empty((BLOCK, length), dtype=np.uint16)
     hist = np.empty(skip + 1, dtype=np.int64)
     y = np.empty(d, dtype=queries.dtype)
-    q_words = np.empty((1, words.shape[1]), dtype=words.dtype)
+    q_words = np.empty((BLOCK, words.shape[1]), dtype=words.dtype)
     scores = np.empty(max(slots, 1), dtype=queries.dtype)
     for b in range(b_size):
         lo, hi, count = valid_run(valid, b, length)
         take = min(slots, count)
+        mask = valid[b] if valid.shape[1] else valid[0]
         for h in range(hkv):
             for t in at:
                 encode_key_(keys, k_first[b, h] + t, edges, h, words, code_first[b, h] + t, y)
-            for g in range(group):
-                head = h * group + g
-                y[:] = queries[b, head]
-                hadamard_(y)
-                pack_(y, edges, h, q_words, 0)
-                scored = rank[: hi - lo]
-                ranks_(words[code_first[b, h] + lo : code_first[b, h] + hi], q_words[0], scored)
-                force_(scored, valid[b] if valid.shape[1] else valid[0], lo, count, sink, recent, skip)
-                select_(scored, lo, take, slots, hist, idx[b, head])
-                attend_(queries[b, head], keys, values, k_first[b, h], v_first[b, h], idx[b, head], take, scale,
-                        scores, out[b, head])  # fmt: skip
+            tokens = words[code_first[b, h] + lo : code_first[b, h] + hi]
+            for start in range(h * group, (h + 1) * group, BLOCK):
+                heads = min(BLOCK, (h + 1) * group - start)
+                for g in range(BLOCK):
+                    y[:] = queries[b, start + min(g, heads - 1)]
+                    hadamard_(y)
+                    pack_(y, edges, h, q_words, g)
+                scored = rank[:, : hi - lo]
+                if heads == 1:
+                    ranks_(tokens, q_words[0], scored[0])
+                else:
+                    ranks4_(tokens, q_words, scored)
+                for g in range(heads):
+                    head = start + g
+                    force_(scored[g], mask, lo, count, sink, recent, skip)
+                    select_(scored[g], lo, take, slots, hist, idx[b, head])
+                    attend_(queries[b, head], keys, values, k_first[b, h], v_first[b, h], idx[b, head], take, scale,
+                            scores, out[b, head])  # fmt: skip

@@ -121,14 +121,16 @@ class LayerBuffers:
     def _run(self, q, budget, sink, recent, scale, mask, at, length) -> tuple[torch.Tensor, torch.Tensor]:
         """The compiled call of `step`, its mask and positions made numpy arrays."""
         b, hq, d = q.shape
-        queries = q.detach().to(torch.float64 if self.compute is np.float64 else torch.float32).contiguous().numpy()
+        compute = torch.float64 if self.compute is np.float64 else torch.float32
+        queries = np.ascontiguousarray((q if q.dtype == compute else q.to(compute)).detach().numpy())  # [B, Hq, d]
         out = np.empty((b, hq, d), dtype=self.compute)
         idx = np.empty((b, hq, min(budget, length)), dtype=np.int64)
         _kernels().decode_step(
             queries, self.keys, self.values, self.words, self.edges, self.k_first, self.v_first, self.code_first,
             length, mask, budget, sink, recent, scale, at, out, idx,
         )  # fmt: skip
-        return torch.from_numpy(out).to(q.dtype), torch.from_numpy(idx)
+        attended = torch.from_numpy(out)
+        return (attended if attended.dtype == q.dtype else attended.to(q.dtype)), torch.from_numpy(idx)
 
     def encode(self, positions: torch.Tensor) -> None:
         """Write the codes of the keys at `positions` (int64 [T]) into the code buffer."""
