@@ -99,7 +99,8 @@ def latency_records(model, contexts: list[int], budgets: list[int], args: argpar
     records = []
     for context in contexts:
         for name, config in settings:
-            [(prefill, times)] = latencies(model, [(name, config)], "eager", context, args.steps, args.warmup)
+            measured = latencies(model, [(name, config)], ["eager"], context, args.steps, args.warmup)
+            [(prefill, times)] = measured["eager"]
             adamas.disable(model)
             records.append(
                 {

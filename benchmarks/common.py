@@ -68,10 +68,11 @@ def input_sets(make: Callable[[], object], bytes_per_set: int, l2_bytes: int = 5
     return [make() for _ in range(n)]
 
 
-def write_results(path: Path, params: dict, records: list[dict]) -> None:
-    """Write {environment, parameters, records} as JSON."""
+def write_results(path: Path, params: dict, records: list[dict], **sections: list[dict] | None) -> None:
+    """Write {environment, parameters, records} as JSON, and after them each of `sections` that is not None."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"environment": environment(), "parameters": params, "records": records}
+    payload |= {name: rows for name, rows in sections.items() if rows is not None}
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 

@@ -28,9 +28,14 @@ ATTENTION_SHAPE, BUDGET = "llama3-8b", 128
 
 
 @cache
+def results(name: str) -> dict:
+    """The whole of benchmarks/results/`name`: environment, parameters, records and any other lists of rows."""
+    return json.loads((RESULTS / name).read_text())
+
+
 def records(name: str) -> list[dict]:
     """The records of benchmarks/results/`name`."""
-    return json.loads((RESULTS / name).read_text())["records"]
+    return results(name)["records"]
 
 
 def markdown(header: list[str], rows: list[list[object]]) -> str:
@@ -54,8 +59,8 @@ def columns_table(columns: list[Column], rows: Iterable[dict]) -> str:
 
 
 def number(key: str, digits: int = 1, unit: str = "") -> Callable[[dict], str]:
-    """A cell of record[key] to `digits` decimals, `unit` after it."""
-    return lambda r: f"{r[key]:.{digits}f}{unit}"
+    """A cell of record[key] to `digits` decimals, `unit` after it; a dash where the value is None."""
+    return lambda r: "—" if r[key] is None else f"{r[key]:.{digits}f}{unit}"
 
 
 def eval_value(task: str, selector: str, budget: int | None, length: int) -> float:
@@ -110,6 +115,18 @@ def headline() -> str:
             "`decode_cpu.json`",
         ]
     )
+    for example in results("decode_cpu.json").get("examples", [])[:1]:
+        rows.append(
+            [
+                f'the app\'s ms per token, example "{example["example"]}"',
+                "SmolLM2-135M, 2-core CPU",
+                f"{example['context']:,}",
+                example["budget"],
+                f"{example['full_ms']:.1f} ms",
+                f"{example['adamas_ms']:.1f} ms ({example['speedup']:.2f}x)",
+                "`decode_cpu.json`",
+            ]
+        )
     for task, length, what in (("passkey", 4096, "passkeys found"), ("recall", 8192, "top-K attention mass kept")):
         full = 1.0 if task == "recall" else eval_value(task, "full", None, length)
         calibrated, paper = (eval_value(task, s, 64, length) for s in ("adamas-calibrated", "adamas"))
@@ -218,6 +235,25 @@ def cpu_decode() -> str:
         ("Adamas vs the faster full", lambda r: f"{r['full'] / r['adamas']:.2f}x"),
     ]
     return columns_table(columns, _cpu_decode())
+
+
+def cpu_examples(rows: list[dict] | None = None) -> str:
+    """The app on each bundled example (`rows`, default decode_cpu.json's "examples"): its ms per token, the
+    speedup and the wait for both first tokens; a line saying so where none was timed."""
+    rows = results("decode_cpu.json").get("examples", []) if rows is None else rows
+    if not rows:
+        return "No bundled example is timed in `decode_cpu.json` yet: `bench_decode --weights default` times them.\n"
+    columns = [
+        ("example", lambda r: r["example"]),
+        ("context (tokens)", lambda r: f"{r['context']:,}"),
+        ("Adamas ms/token", number("adamas_ms")),
+        ("full ms/token", number("full_ms")),
+        ("speedup", number("speedup", 2, "x")),
+        ("speedup of the medians", number("speedup_median", 2, "x")),
+        ("time to first token", number("ttft_s", 1, " s")),
+        ("same answer", lambda r: "yes" if r["same_answer"] else "no"),
+    ]
+    return columns_table(columns, rows)
 
 
 def app() -> str:
@@ -359,6 +395,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "kernels": kernels,
     "e2e": e2e,
     "cpu-decode": cpu_decode,
+    "cpu-examples": cpu_examples,
     "app": app,
     "thresholds": thresholds,
     "targets": targets,
