@@ -35,8 +35,9 @@ _KV_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.bfloat
 """K/V dtypes the compiled step reads in place, and the numpy dtype it sees them as (bf16 as its bits)."""
 
 
+@functools.cache
 def available() -> bool:
-    """Whether numba is installed, so that the compiled step can run."""
+    """Whether numba is installed, so that the compiled step can run (looked up once: a step asks every time)."""
     return importlib.util.find_spec("numba") is not None
 
 
