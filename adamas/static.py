@@ -118,7 +118,8 @@ class FixedLayer(CacheLayerMixin):
             if self._compiled is not None:
                 self.pending = self.positions
             else:
-                self._codes.index_copy_(2, self.positions, encode(key_states, self.thresholds, self.config.backend))
+                new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
+                self._codes.index_copy_(2, self.positions, new_codes)
             offer_codes(self, keys)
         return keys, values
 

@@ -69,6 +69,20 @@ def test_full_attention_and_a_full_budget_match_generate(family, decode_calls):
         assert decode_calls == [CAPACITY] * sparse_layers * (STEPS - 1), "every decode step runs Adamas over the buffer"
 
 
+def test_a_layer_without_the_compiled_step_encodes_each_new_key_itself():
+    """backend="torch" (as a GPU, or a CPU without numba) takes the stage-wise step: the layer writes each decode
+    step's code as its key arrives, and the decoder gives full attention's tokens at a full budget."""
+    model = tiny_model("llama")
+    ids = one_prompt()
+    config = adamas.AdamasConfig(budget=4096, thresholds="calibrated", backend="torch")
+    decoder = GraphDecoder(model, config, CAPACITY, cuda_graph=False)
+    tokens = [int(decoder.prefill(ids))] + [int(decoder.step()) for _ in range(STEPS - 1)]
+    assert tokens == dynamic(model, None, ids)
+    for layer in decoder.cache.layers[2:]:
+        assert layer.pending is None, "no code is left for a compiled step to write"
+        assert_codes_follow_keys(layer)
+
+
 @pytest.mark.parametrize("thresholds", ["paper", "calibrated"])
 def test_a_small_budget_selects_as_the_dynamic_cache_does(thresholds):
     model = tiny_model("llama")
