@@ -31,8 +31,8 @@ import torch
 
 __all__ = ["LayerBuffers", "available", "decode_step", "encode_rows", "supports", "warm"]
 
-_KV_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.bfloat16: np.uint16}
-"""K/V dtypes the compiled step reads in place, and the numpy dtype it sees them as (bf16 as its bits)."""
+_KV_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+"""K/V dtypes the compiled step reads in place (bf16 as its bits, see _as_numpy_dtype)."""
 
 
 @functools.cache

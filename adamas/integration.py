@@ -106,6 +106,7 @@ class AdamasLayer(DynamicLayer):
         # the bucket edges of this layer: config.thresholds, or fp32 [Hkv, 3] fitted to the first keys
         self.thresholds: tuple[float, float, float] | torch.Tensor | None = None
         self._compiled: cpu_decode.LayerBuffers | None = None  # the buffers as the compiled step reads them
+        self.compiles = False  # whether decode steps run adamas.cpu_decode: fixed by the first keys and values
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Write the new K/V rows and their codes after the cached ones; return the whole K and V."""
@@ -113,8 +114,9 @@ class AdamasLayer(DynamicLayer):
             self.thresholds = layer_thresholds(self.config, key_states)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+            self.compiles = compiles_step(self.config, key_states, value_states)
         start, end = self.get_seq_length(), self.get_seq_length() + key_states.shape[-2]
-        decoding = key_states.shape[2] == 1 and compiles_step(self.config, key_states, value_states)
+        decoding = key_states.shape[2] == 1 and self.compiles
         new_codes = None if decoding else encode(key_states, self.thresholds, backend=self.config.backend)
         self._reserve(key_states, value_states, end)
         for buffer, rows in ((self._keys, key_states), (self._values, value_states)):
@@ -138,7 +140,7 @@ class AdamasLayer(DynamicLayer):
 
         The step runs over every cached token; `valid` is handed on unless it marks them all.
         """
-        if self.keys is None or not compiles_step(self.config, self.keys, self.values):
+        if self.keys is None or not self.compiles:
             return None
         mask = None if valid is None or bool(valid.all()) else valid
         return self.compiled_buffers(), self.get_seq_length(), mask, None
