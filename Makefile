@@ -16,7 +16,7 @@ TEST_WORKERS ?= auto
 FLOOR_VENV ?= .venv-floor
 TRANSFORMERS_FLOOR ?= transformers==5.17.0
 
-.PHONY: app test lint test-gpu test-floor bench-gpu bench-e2e bench-attention bench-peers
+.PHONY: app test lint test-gpu test-floor bench-gpu bench-launch bench-e2e bench-attention bench-peers
 
 $(STAMP): pyproject.toml .ci/setup
 	bash .ci/setup $(VENV)
@@ -43,7 +43,8 @@ test-floor: $(FLOOR_VENV)/.installed
 test-gpu:
 	$(GPU_PYTHON) -m pytest -n $(GPU_TEST_WORKERS) --gpu-report $(GPU_REPORT)
 
-# The GPU benchmarks in one command, results under BENCH_DIR: whole-model decode (bench_e2e), the
+# The GPU benchmarks in one command, results under BENCH_DIR: what a kernel boundary costs inside a
+# CUDA graph (bench_launch), whole-model decode (bench_e2e), the
 # attention grid with each kernel of the budget-128 step (bench_attention), and the peers' own
 # kernels beside ours on the same inputs (bench_peers, which finds them through PEERS_ARGS and
 # skips, saying why, any that is missing). *_ARGS narrow a run, e.g. ATTENTION_ARGS="--lengths 32768".
@@ -59,7 +60,9 @@ PEERS_ARGS ?= --sglang $(PEERS)/sglang --adamas-src $(PEERS)/adamas-authors --in
 # bench-e2e, bench-attention and bench-peers run one of the three; never two at once, even under -j,
 # as each times the GPU alone.
 .NOTPARALLEL: bench-gpu
-bench-gpu: bench-e2e bench-attention bench-peers
+bench-gpu: bench-launch bench-e2e bench-attention bench-peers
+bench-launch:
+	$(GPU_PYTHON) -m benchmarks.bench_launch --out $(BENCH_DIR)/launch_$(BENCH_DEVICE).json
 bench-e2e:
 	$(GPU_PYTHON) -m benchmarks.bench_e2e $(E2E_ARGS) --out $(BENCH_DIR)/e2e_$(BENCH_DEVICE).json
 bench-attention:

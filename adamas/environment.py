@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import os
 import platform
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -17,6 +20,23 @@ def package_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+COMMIT_VARIABLE = "ADAMAS_COMMIT"
+"""Names the commit a run is of where the tree has no git history (a copy sent to a GPU machine)."""
+
+
+def commit() -> str | None:
+    """The commit of the tree this code runs from: $ADAMAS_COMMIT, else the checkout's HEAD, else None."""
+    if os.environ.get(COMMIT_VARIABLE):
+        return os.environ[COMMIT_VARIABLE]
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, object]:
@@ -37,5 +57,6 @@ def environment(device: torch.device | str | None = None) -> dict[str, object]:
         "transformers": package_version("transformers"),
         "adamas": adamas.__version__,
         "python": platform.python_version(),
+        "commit": commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

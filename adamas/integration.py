@@ -58,8 +58,9 @@ def offer_codes(layer, keys: torch.Tensor) -> None:
     """Tell the attention function called next that `keys` come from `layer`, a cache layer with codes.
 
     The layer exposes `config`, `codes` (the codes of `keys`), `thresholds` and `compiled_step()`
-    (the CPU's compiled step over its buffers, or None); the attention function takes them only
-    when it is handed this very `keys` tensor.
+    (the CPU's compiled step over its buffers, or None), and may expose `lengths` (a device count
+    of its valid tokens where they are a prefix, else None); the attention function takes them
+    only when it is handed this very `keys` tensor.
     """
     _LAST_UPDATE.set((layer, keys))
 
@@ -247,8 +248,11 @@ def adamas_attention(
             q, config.budget, config.sink, config.recent, scale, valid=mask, encode_at=encode_at, length=length
         )
     else:
+        # a fixed cache's written slots are a prefix: its count (on the device) serves the kernels for a mask
+        lengths = getattr(layer, "lengths", None)
         out, idx = decode_attention(
-            q, key, value, layer.codes, config, scale=scale, valid=valid, thresholds=per_head, return_indices=True,
+            q, key, value, layer.codes, config, scale=scale, valid=None if lengths is not None else valid,
+            thresholds=per_head, return_indices=True, lengths=lengths,
             check_inputs=False,  # the layer's tensors and thresholds were checked as it made them
         )  # fmt: skip
     tracer, recorder = ACTIVE_TRACER.get(), ACTIVE_RECORDER.get()

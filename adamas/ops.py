@@ -271,6 +271,7 @@ def decode_attention(
     valid: torch.Tensor | None = None,
     thresholds: torch.Tensor | None = None,
     *,
+    lengths: torch.Tensor | None = None,
     fused_selection: FusedSelection = FusedSelection(),
     check_inputs: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
@@ -285,6 +286,9 @@ def decode_attention(
     min(budget, L), or for Quest the tokens of its max(1, budget // 16) pages.
     `valid` ([B, L] bool, False for padding) keeps padded tokens out; their slots in the
     returned indices are -1 when fewer valid tokens than the budget exist.
+    `lengths` (int [B], or [1] for every row, on q's device) says instead that row b's valid
+    tokens are its first lengths[b]: a fixed-capacity cache's written slots. The Triton step
+    then reads no mask and counts nothing (the values stay on the device: no sync).
     `thresholds` (fp32 [Hkv, 3], the ones k_codes were made with) is required when
     config.thresholds is "calibrated" and overrides config.thresholds otherwise.
     On the CPU backend, Adamas' step over fp32, fp64 or bf16 K/V is one compiled call
@@ -294,14 +298,17 @@ def decode_attention(
     made them, whose checks would be a noticeable share of a sparse layer's step on a CPU.
     """
     if check_inputs:
-        _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection)
+        _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection, lengths)
         scale = check_scale(scale, q.shape[-1])
     elif scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     impl = _impl(config.backend, q.device)
+    dense = config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers)
+    if lengths is not None and (dense or impl in (reference, cpu) or config.selector not in ADAMAS_SELECTORS):
+        valid, lengths = prefix_valid(lengths, q.shape[0], k.shape[2]), None  # the other paths read a mask
     if impl is not reference:
         q, k, v, k_codes = (_last_dim_contiguous(t) for t in (q, k, v, k_codes))
-    if config.selector == "full" or (layer_idx is not None and layer_idx in config.dense_layers):
+    if dense:
         out = impl.dense_attention(q, k, v, scale, valid)
         return (out, None) if return_indices else out
     if config.selector in ADAMAS_SELECTORS and impl is cpu and cpu_decode.supports(k, v):
@@ -311,14 +318,19 @@ def decode_attention(
         )
         return (out, idx) if return_indices else out
     if config.selector in ADAMAS_SELECTORS:
-        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection)
+        idx = _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection, lengths)
     else:
         idx = _baseline_select(q, k, config, valid)
     out = impl.sparse_attention(q, k, v, idx, scale)
     return (out, idx) if return_indices else out
 
 
-def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection) -> None:
+def prefix_valid(lengths: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """The valid mask [B, L] of rows whose valid tokens are their first lengths[b] (lengths [B] or [1])."""
+    return (torch.arange(length, device=lengths.device) < lengths.view(-1, 1)).expand(batch, length)
+
+
+def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_selection, lengths) -> None:
     """decode_attention's checks, but for the scale's."""
     if not isinstance(config, AdamasConfig):
         raise TypeError(f"config must be an AdamasConfig, got {type(config).__name__}")
@@ -333,11 +345,27 @@ def _check_decode_inputs(q, k, v, k_codes, config, valid, thresholds, fused_sele
         check_valid(valid, q, k)
     if thresholds is not None:
         check_head_thresholds(thresholds, k)
+    if lengths is not None:
+        check_tensor("lengths", lengths, 1)
+        if lengths.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"lengths must be int32 or int64, got {lengths.dtype}")
+        if lengths.numel() not in (1, q.shape[0]):
+            raise ValueError(f"lengths must hold 1 or B = {q.shape[0]} values, got shape {tuple(lengths.shape)}")
+        check_same("device", q=q, lengths=lengths)
+        if valid is not None:
+            raise ValueError("pass valid or lengths, not both")
 
 
-def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection) -> torch.Tensor:
+def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selection, lengths=None) -> torch.Tensor:
     """Adamas' choice: the tokens whose key codes lie nearest the query's, [B, Hq, min(budget, L)]."""
     b, hq, d = q.shape
+    tokens = k_codes.shape[0] * k_codes.shape[2]
+    fused = impl is not reference and impl is not cpu and uses_fused_selection(config.budget, tokens, fused_selection)
+    if fused:  # the query encoded inside the scan: distances, forced and padded tokens, selection in two kernels
+        edges = query_thresholds(config, None, q, k) if thresholds is None else thresholds.to(q.device)
+        return impl.nearest_query(q, edges, k_codes, config.budget, config.sink, config.recent, valid, lengths=lengths)
+    if lengths is not None:
+        valid = prefix_valid(lengths, b, k.shape[2])
     if thresholds is None:  # config's three edges for every head
         edges, grouped = query_thresholds(config, thresholds, q, k), q
     else:  # each GQA group's query heads encoded under its KV head's row: no per-step spread of the edges
@@ -346,10 +374,6 @@ def _adamas_select(impl, q, k, k_codes, config, valid, thresholds, fused_selecti
         q_planes = cpu.query_planes(grouped, edges).reshape(b, hq, -1)  # [B, Hq, P]
         return cpu.nearest(None, k_codes, config.budget, config.sink, config.recent, valid, q_planes=q_planes)
     q_codes = impl.encode(grouped, edges).reshape(b, hq, -1)  # [B, Hq, d // 4]
-    tokens = k_codes.shape[0] * k_codes.shape[2]
-    if impl is not reference and uses_fused_selection(config.budget, tokens, fused_selection):
-        # one fused pass: distances, forced and padded tokens, selection (-1 for padding)
-        return impl.nearest(q_codes, k_codes, config.budget, config.sink, config.recent, valid)
     dist = impl.manhattan(q_codes, k_codes)  # [B, Hq, L]
     dist = reference.mark_forced(dist, config.sink, config.recent, valid)
     if impl is reference:

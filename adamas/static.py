@@ -18,13 +18,15 @@ count written slots only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.cache_utils import CacheLayerMixin
 
-from adamas import cpu_decode
+from adamas import cpu_decode, kernels
+from adamas.checks import resolve_backend
 from adamas.config import AdamasConfig, check_int
 from adamas.integration import (
     CACHE_ARGUMENT,
@@ -71,6 +73,8 @@ class FixedLayer(CacheLayerMixin):
         self._compiled: cpu_decode.LayerBuffers | None = None  # the buffers as the CPU's compiled step reads them
         self.pending: torch.Tensor | None = None  # slots whose keys the compiled step encodes (their codes are due)
         self.positions: torch.Tensor | None = None  # int64 [T]: the slots the next update writes
+        # int64 [1] while decoding: the written slots, a prefix (the step's own included), for the attention function
+        self.lengths: torch.Tensor | None = None
         self.visible = capacity
         self.length = 0  # slots written so far (host-side count, kept by FixedCache.seek)
 
@@ -78,6 +82,9 @@ class FixedLayer(CacheLayerMixin):
         """Allocate zeroed buffers shaped like the first keys and values (zeros: masked slots must hold no NaN)."""
         b, h, _, d = key_states.shape
         self.dtype, self.device = key_states.dtype, key_states.device
+        # on a GPU one kernel writes K, V and the new keys' codes (four launches with PyTorch)
+        backend = "auto" if self.config is None else self.config.backend
+        self.appends = resolve_backend(backend, self.device) == "triton"
         self.keys = key_states.new_zeros(b, h, self.capacity, d)  # [B, Hkv, C, d]
         self.values = value_states.new_zeros(b, h, self.capacity, value_states.shape[-1])
         if self.config is not None:
@@ -111,6 +118,8 @@ class FixedLayer(CacheLayerMixin):
         """Write K/V (and codes) of the new tokens at `positions`; return the visible K and V."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.appends:
+            return self._append(key_states, value_states)
         self.keys.index_copy_(2, self.positions, key_states)
         self.values.index_copy_(2, self.positions, value_states)
         keys, values = self._visible(self.keys, 2), self._visible(self.values, 2)
@@ -120,6 +129,19 @@ class FixedLayer(CacheLayerMixin):
             else:
                 new_codes = encode(key_states, self.thresholds, backend=self.config.backend)
                 self._codes.index_copy_(2, self.positions, new_codes)
+            offer_codes(self, keys)
+        return keys, values
+
+    def _append(self, key_states: torch.Tensor, value_states: torch.Tensor):
+        """update() on a GPU: one kernel writes the rows and, while decoding sparse, the new keys' codes."""
+        encodes = self.sparse and self.fitted
+        rows = [x if x.stride(-1) == 1 else x.contiguous() for x in (key_states, value_states)]
+        # Triton launches on the current device (a model spread over GPUs); the interpreter runs on the CPU
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
+            codes = self._codes if encodes else None
+            kernels.append(self.keys, self.values, *rows, self.positions, codes, self.thresholds)
+        keys, values = self._visible(self.keys, 2), self._visible(self.values, 2)
+        if encodes:
             offer_codes(self, keys)
         return keys, values
 
@@ -176,10 +198,11 @@ class FixedCache(Cache):
         Cache.__init__(self, layers=layers)
         self.capacity = capacity
 
-    def seek(self, positions: torch.Tensor, visible: int, length: int) -> None:
-        """Make every layer write the next update at `positions` and return `visible` slots."""
+    def seek(self, positions: torch.Tensor, visible: int, length: int, lengths: torch.Tensor | None = None) -> None:
+        """Make every layer write the next update at `positions` and return `visible` slots; `lengths` (int64 [1],
+        decoding) counts the slots written once the update is in, a prefix the attention needs no mask for."""
         for layer in self.layers:
-            layer.positions, layer.visible, layer.length = positions, visible, length
+            layer.positions, layer.visible, layer.length, layer.lengths = positions, visible, length, lengths
 
     def encode_prompt(self, length: int) -> None:
         """Fit thresholds to and encode the first `length` keys of every Adamas layer."""
@@ -246,6 +269,7 @@ class GraphDecoder:
         self.cache = FixedCache(model.config.num_hidden_layers, capacity, config)
         self.mask = torch.zeros(batch, 1, 1, capacity, dtype=torch.bool, device=self.device)  # written slots
         self.position = torch.zeros(1, dtype=torch.long, device=self.device)  # slot of the newest tokens
+        self.written = torch.zeros(1, dtype=torch.long, device=self.device)  # slots written, the step's own included
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)  # the newest tokens
         self.length = 0
         self.coded = 0  # slots whose key codes are written: full-attention steps write none
@@ -319,7 +343,7 @@ class GraphDecoder:
         self.mask[..., :length] = True
         self.position.fill_(length - 1)
         self.length = self.coded = length
-        self.cache.seek(self.position, visible=self.capacity, length=length)
+        self.cache.seek(self.position, visible=self.capacity, length=length, lengths=self.written)
         return self.token
 
     @torch.no_grad()
@@ -400,6 +424,7 @@ class GraphDecoder:
     def _decode_step(self) -> None:
         """What a step does, all on the device: the graph captures exactly this."""
         self.position += 1
+        torch.add(self.position, 1, out=self.written)
         self.mask.index_fill_(-1, self.position, True)
         recorder = self.recorder if self.config is not None else None
         active = ACTIVE_RECORDER.set(recorder)

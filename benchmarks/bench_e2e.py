@@ -11,7 +11,9 @@ prompt of `batch` rows filling it but for the decode room, and one prefill, shar
 settings: its time, and the time of encoding the prompt's keys (FixedCache.encode_prompt,
 run again after the prefill, which ran it once). Then `steps` decode steps under full
 attention and `steps` under Adamas on that same cache (GraphDecoder.switch), each step one
-CUDA-graph replay timed with CUDA events (eager steps with --no-graph or on a CPU). Full
+CUDA-graph replay timed with CUDA events (eager steps with --no-graph or on a CPU); and, as
+the baseline a user has without this project, transformers' StaticCache decode of the same
+context with its step captured in a CUDA graph (SDPA under a mask). Full
 attention, and Adamas' dense layers, decode the masked cache with the split-K kernel
 `adamas.dense_attention` (`--dense-backend torch`: with grouped SDPA, to compare). The key
 codes' bytes are compared with K+V's, from the cache's own buffers. A configuration whose
@@ -119,6 +121,45 @@ def measure(model, config: adamas.AdamasConfig, context: int, batch: int, steps:
     return record
 
 
+@torch.no_grad()
+def transformers_static_ms(model, context: int, batch: int, steps: int) -> dict:
+    """What a user gets without this project: transformers' StaticCache of `context` slots, each decode step
+    (the model's forward, SDPA under the cache's mask, and the greedy pick) captured in one CUDA graph.
+
+    The cache is not prefilled: a step reads every slot under the mask whatever they hold, so its time is
+    that of a step at this context. {"transformers_static_ms_median": ...}, or {"transformers_static_error": why}.
+    """
+    device = next(model.parameters()).device
+    try:
+        cache = transformers.StaticCache(config=model.config, max_cache_len=context)
+        position = torch.full((1,), context - decode_room(steps), dtype=torch.long, device=device)
+        token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+
+        def step() -> None:
+            inputs = {"input_ids": token, "position_ids": position.view(1, 1).expand(batch, 1)}
+            logits = model(**inputs, cache_position=position, past_key_values=cache, use_cache=True).logits
+            token.copy_(logits[:, -1:].argmax(-1))
+            position.add_(1)
+
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(WARMUP_STEPS):
+                step()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        graph.replay()
+        times = [elapsed(graph.replay, device) for _ in range(steps)]
+    except Exception as error:  # a transformers release whose step cannot be captured: the error is the result
+        return {"transformers_static_error": f"{type(error).__name__}: {error}"[:300]}
+    return {
+        "transformers_static_ms_median": statistics.median(times) * 1e3,
+        "transformers_static_ms_min": min(times) * 1e3,
+    }
+
+
 def cache_bytes(decoder: GraphDecoder) -> dict:
     """Bytes of K+V and of the key codes in the decoder's buffers, over all layers and per Adamas layer."""
     layers = decoder.cache.layers
@@ -150,6 +191,14 @@ def run_config(model, config: adamas.AdamasConfig, context: int, batch: int, arg
         record |= measure(model, config, context, batch, args.steps, cuda_graph=device.type == "cuda" and args.graph)
     except torch.cuda.OutOfMemoryError as error:
         record["skipped"] = f"out of memory, needed ~{need['total'] / GIB:.1f} GiB: {str(error).splitlines()[0]}"
+    if device.type == "cuda" and args.graph and args.transformers_baseline and "skipped" not in record:
+        free_memory(device)  # the decoder's cache and graphs are gone: the static cache takes their room
+        record |= transformers_static_ms(model, context, batch, args.steps)
+        if "transformers_static_ms_median" in record:
+            record["speedup_vs_transformers_full"] = record["transformers_static_ms_median"] / record["full_ms_median"]
+            record["speedup_vs_transformers_adamas"] = (
+                record["transformers_static_ms_median"] / record["adamas_ms_median"]
+            )
     if device.type == "cuda":
         record["peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
     return record
@@ -172,17 +221,20 @@ def dense_decode_kv(config: adamas.AdamasConfig) -> str:
 def markdown_table(records: list[dict]) -> str:
     """The records as a markdown table: one row per (context, batch)."""
     lines = [
-        "| context | batch | prefill | encode share | full attention | Adamas | speedup | codes / K+V (Adamas layer) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| context | batch | prefill | encode share | transformers (static cache) | full attention | Adamas | speedup "
+        "| codes / K+V (Adamas layer) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         context = f"{r['context'] // 1024}K" if r["context"] % 1024 == 0 else str(r["context"])
         if "skipped" in r:
-            lines.append(f"| {context} | {r['batch']} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {context} | {r['batch']} | skipped: {r['skipped']} | | | | | | |")
             continue
+        baseline = r.get("transformers_static_ms_median")
+        baseline = "—" if baseline is None else f"{baseline:.2f} ms"
         lines.append(
             f"| {context} | {r['batch']} | {r['prefill_ms'] / 1e3:.2f} s | {r['encode_share']:.1%} "
-            f"| {r['full_ms_median']:.2f} ms | {r['adamas_ms_median']:.2f} ms | {r['speedup']:.2f}x "
+            f"| {baseline} | {r['full_ms_median']:.2f} ms | {r['adamas_ms_median']:.2f} ms | {r['speedup']:.2f}x "
             f"| 1/{1 / r['codes_per_kv']:.1f} (1/{1 / r['codes_per_kv_adamas_layer']:.0f}) |"
         )
     return "\n".join(lines)
@@ -203,6 +255,12 @@ def main() -> None:
         default=adamas.AdamasConfig().dense_backend,
         choices=["auto", "torch"],
         help="masked dense decode steps: the split-K kernel on CUDA (auto) or grouped SDPA (torch)",
+    )
+    parser.add_argument(
+        "--no-transformers-baseline",
+        dest="transformers_baseline",
+        action="store_false",
+        help="skip transformers' own static-cache decode (its step in a CUDA graph, SDPA with a mask)",
     )
     parser.add_argument("--out", type=Path, default=None, help="result file (default results/e2e_<device>.json)")
     args = parser.parse_args()

@@ -1,5 +1,6 @@
 """The whole decode step on every backend, and every error path of the public API."""
 
+import dataclasses
 import importlib
 
 import pytest
@@ -72,6 +73,32 @@ def test_decode_never_selects_padding(backend, budget):
     assert_close("padded decode", out, expected, torch.float32)
     if budget >= 40:
         assert_close("padded full budget", out, reference.dense_attention(q, k, v, 64**-0.5, valid), torch.float32)
+
+
+@BACKENDS
+@pytest.mark.parametrize("selector", ["adamas", "quest"])
+def test_decode_over_a_written_prefix_given_by_lengths_is_the_masked_step(backend, selector):
+    """lengths (a fixed cache's written slots, on the device) select and attend as the same prefix as a mask."""
+    q, k, v, codes = decode_inputs((3, 4, 2, 120, 64), torch.float32, seeded("lengths", backend, selector))
+    config = adamas.AdamasConfig.paper(budget=16, sink=2, recent=4, dense_layers=(), backend=backend)
+    config = dataclasses.replace(config, selector=selector)
+    lengths = torch.tensor([120, 37, 90], device=DEVICE)
+    valid = torch.arange(120, device=DEVICE) < lengths[:, None]
+    out, idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, lengths=lengths)
+    masked, masked_idx = adamas.decode_attention(q, k, v, codes, config, return_indices=True, valid=valid)
+    assert torch.equal(idx.sort(-1).values, masked_idx.sort(-1).values)
+    assert_close("decode over lengths", out, masked, torch.float32)
+    assert (idx < lengths.view(-1, 1, 1)).all()
+    dense = dataclasses.replace(config, dense_layers=(0,))
+    out = adamas.decode_attention(q, k, v, codes, dense, layer_idx=0, lengths=lengths[:1])
+    expected = reference.dense_attention(q, k, v, 64**-0.5, valid[:1].expand(3, -1))
+    assert_close("a dense layer over lengths", out, expected, torch.float32)
+    with pytest.raises(ValueError, match="not both"):
+        adamas.decode_attention(q, k, v, codes, config, valid=valid, lengths=lengths)
+    with pytest.raises(ValueError, match="1 or B = 3"):
+        adamas.decode_attention(q, k, v, codes, config, lengths=lengths[:2])
+    with pytest.raises(TypeError, match="int32 or int64"):
+        adamas.decode_attention(q, k, v, codes, config, lengths=lengths.float())
 
 
 @BACKENDS
@@ -266,11 +293,11 @@ def test_the_dispatch_rule_takes_the_fused_selection_for_small_budgets_or_many_k
     ("budget", "min_tokens", "fused"), [(32, 1 << 30, True), (300, 1 << 30, False), (300, 400, True)]
 )
 def test_decode_steps_take_the_fused_kernel_by_the_rule(budget, min_tokens, fused, masked, monkeypatch):
-    """A step, bare or with a padding mask, goes through kernels.nearest exactly when the rule says so."""
+    """A step, bare or with a padding mask, goes through the fused selection exactly when the rule says so."""
     kernels = importlib.import_module("adamas.kernels")
     calls = []
-    real = kernels.nearest
-    monkeypatch.setattr(kernels, "nearest", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = kernels.nearest_query
+    monkeypatch.setattr(kernels, "nearest_query", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     gen = seeded("dispatch", budget)
     q, k, v, codes = decode_inputs((1, 4, 2, 400, 64), torch.float32, gen)
     config = adamas.AdamasConfig.paper(budget=budget, dense_layers=(), backend="triton")

@@ -1,12 +1,14 @@
 """The fixed-capacity cache and GraphDecoder: same tokens as transformers' own decoding, on CPU and CUDA."""
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import DEVICE, assert_close, assert_codes_follow_keys
 from tiny_models import FAMILIES, TINY, CharTokenizer, prompt_batch, tiny_model
 
 import adamas
-from adamas import ops, reference, static
+from adamas import integration, ops, reference, static
 from adamas.static import FixedCache, GraphDecoder
 
 STEPS = 10
@@ -159,6 +161,33 @@ def test_a_batch_of_two_selects_as_the_dynamic_cache_does(monkeypatch):
     ids = two_prompts(48)
     config = adamas.AdamasConfig(budget=8, sink=2, recent=2, thresholds="calibrated")
     assert decode_rows(model, config, ids) == dynamic_rows(model, config, ids)
+
+
+def test_the_kernel_path_appends_and_selects_over_the_written_prefix_as_the_reference(monkeypatch):
+    """The GPU's path (the interpreter's on a CPU): one append kernel writes K, V and the new key's code, and the
+    step selects over the written slots from their count, with no mask; the tokens are the reference backend's."""
+    monkeypatch.setattr(reference, "select", lambda dist, budget: dist.sort(dim=-1, stable=True).indices[..., :budget])
+    appended, counted = [], []
+    real_append, real_decode = static.kernels.append, ops.decode_attention
+    monkeypatch.setattr(static.kernels, "append", lambda *a: appended.append(a[4].numel()) or real_append(*a))
+    monkeypatch.setattr(
+        integration,
+        "decode_attention",
+        lambda *a, **kw: counted.append(kw["lengths"] is not None and kw["valid"] is None) or real_decode(*a, **kw),
+    )
+    model = tiny_model("llama")
+    ids = two_prompts(40)
+    config = adamas.AdamasConfig(budget=8, sink=2, recent=2, thresholds="calibrated", backend="triton")
+    decoder = GraphDecoder(model, config, CAPACITY, cuda_graph=False, batch=2)
+    tokens = [decoder.prefill(ids).clone()] + [decoder.step().clone() for _ in range(3)]
+    sparse_layers = [layer for layer in decoder.cache.layers if layer.config is not None]
+    for layer in sparse_layers:
+        assert layer.appends
+        assert_codes_follow_keys(layer)
+    steps = 3 * len(sparse_layers)
+    assert appended.count(1) == steps and all(counted) and len(counted) == steps
+    torch_config = dataclasses.replace(config, backend="torch")
+    assert torch.cat(tokens, dim=1).tolist() == decode_rows(model, torch_config, ids, steps=4, cuda_graph=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])

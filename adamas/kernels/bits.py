@@ -28,11 +28,16 @@ def thermometer(w):
 
 
 @triton.jit
-def sylvester(b_and, LOG2_N: tl.constexpr):
-    """Entries of a Sylvester Hadamard matrix from i & j: (-1) ** popcount(i & j) as fp32, for i, j < 2 ** LOG2_N."""
-    b_par = tl.zeros_like(b_and)
-    for bit in tl.static_range(LOG2_N):
-        b_par = b_par ^ ((b_and >> bit) & 1)
+def sylvester(b_and, LOG2_N: tl.constexpr, HW_POPC: tl.constexpr = False):
+    """Entries of a Sylvester Hadamard matrix from i & j: (-1) ** popcount(i & j) as fp32, for i, j < 2 ** LOG2_N.
+
+    With HW_POPC, the parity is one hardware popcount (where many programs each build the matrix)."""
+    if HW_POPC:
+        b_par = popcount(b_and.to(tl.uint32), True) & 1
+    else:
+        b_par = tl.zeros_like(b_and)
+        for bit in tl.static_range(LOG2_N):
+            b_par = b_par ^ ((b_and >> bit) & 1)
     return (1 - 2 * b_par).to(tl.float32)
 
 

@@ -1,33 +1,37 @@
-"""The budget keys nearest each query head by code distance: manhattan and select fused, no sort.
+"""The budget keys nearest each query head by code distance: encode, manhattan and select fused, no sort.
 
-The same set as `select(mark_forced(manhattan(...)))` followed by `drop_excluded`, in four
+The same set as `select(mark_forced(manhattan(encode(q), ...)))` followed by `drop_excluded`, in two
 kernels and one pass over the key codes:
-1. scan: per chunk of tokens and GQA group, the distances (int16 rows padded to 16 tokens;
+1. scan: per chunk of tokens and GQA group, the group's query codes (its Hadamard transform
+   bucketized in the program, or codes given), the distances (int16 rows padded to 16 tokens;
    forced tokens -1, excluded ones and the padding EXCLUDED_16) and, per query head, a coarse
-   histogram: bin (d + 1) >> SHIFT, few bins, so that counting costs little beside the distance;
-2. threshold (adamas.kernels.histogram's, on the coarse histograms): the bin t holding the
-   k-th smallest distance, and where each chunk's picks go;
-3. split: each chunk writes its tokens below bin t as picks, and its tokens in bin t as
-   candidates (token << SHIFT | the distance's low bits) in token order;
-4. finish: per row, the candidates' fine histogram gives the exact k-th distance; those below
-   it and then the earliest ties complete the row; slots past the valid tokens get -1.
+   histogram: bin (d + 1) >> SHIFT, few bins, so that counting costs little beside the distance.
+   The group's last program to finish (an atomic count) runs adamas.kernels.histogram's threshold
+   pass on its rows: the bin t holding the k-th smallest distance, and where each chunk's picks go;
+2. split: each chunk writes its tokens below bin t as picks, and its tokens in bin t as
+   candidates (token << SHIFT | the distance's low bits) in token order. The row's last program to
+   finish then completes the row: the candidates' fine histogram gives the exact k-th distance;
+   those below it and then the earliest ties are taken; slots past the valid tokens get -1.
 Deterministic: picks below bin t, then candidates below the k-th distance, then the earliest
-ties, each group in token order.
+ties, each group in token order. On Hopper both kernels launch with programmatic dependent
+launch: each one's launch overlaps the tail of the kernel before it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from adamas.kernels.bits import popcount, thermometer, words
+from adamas.kernels.bits import popcount, sylvester, thermometer, words
 from adamas.kernels.forced import forced_tokens, forced_valid_tokens
-from adamas.kernels.histogram import distance_bin, threshold_kernel
-from adamas.kernels.runtime import interpreted
+from adamas.kernels.histogram import distance_bin, threshold_row
+from adamas.kernels.runtime import interpreted, pdl, zeroed
 from adamas.reference import valid_counts
 
 
@@ -37,26 +41,86 @@ class NearestLaunch:
 
     block_l: int = 256  # tokens per step of the scan
     scan_programs: int = 1024  # scan programs to aim for: long chunks only when there are enough
-    max_chunks: int = 64  # chunks per row at most: what the threshold kernel reads at once
+    max_chunks: int = 64  # chunks per row at most: what the threshold pass reads at once
     # bins of the scan's histogram: more cost the scan a little, fewer leave more candidates to the finish
     coarse_bins: int = 64
     scan_warps: int = 4
     split_block: int = 2048  # tokens per step of the split kernel
-    finish_block: int = 1024  # candidates per step of the finish kernel
+    finish_block: int = 1024  # candidates per step of the finish
 
 
 EXCLUDED_16 = tl.constexpr(32767)  # an excluded token's int16 distance: past every bin, so it sorts last
+THRESHOLD_TILE = 8  # chunk histograms the threshold pass loads at once
 
 
 @triton.jit
+def _query_words(
+    q_ptr,
+    t_ptr,
+    t0,
+    t1,
+    t2,
+    i_b,
+    i_hkv,
+    stride_qb,
+    stride_qh,
+    inv_sqrt_d,
+    o_w,
+    GROUP: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
+    NW: tl.constexpr,
+    NP: tl.constexpr,
+    PER_HEAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+    HW_POPC: tl.constexpr,
+):
+    """The group's query codes as [GP, NP, 2] int32 words (row g: head i_hkv * GROUP + g; o_w's layout).
+
+    As adamas.kernels.hadamard_encode: x times Sylvester signs (exact products, fp32 sums on tensor cores,
+    GP >= 16 rows of which GROUP are real), bucketized under the KV head's three edges, 16 codes a word.
+    """
+    o_g = tl.arange(0, GP)
+    o_d = tl.arange(0, D)
+    o_16 = tl.arange(0, 16)
+    p_q = q_ptr + i_b * stride_qb + (i_hkv * GROUP + o_g)[:, None] * stride_qh + o_d[None, :]
+    b_x = tl.load(p_q, mask=(o_g < GROUP)[:, None], other=0.0).to(tl.float32)  # [GP, D]
+    if PER_HEAD:  # the KV head's row of the table
+        t0 = tl.load(t_ptr + i_hkv * 3)
+        t1 = tl.load(t_ptr + i_hkv * 3 + 1)
+        t2 = tl.load(t_ptr + i_hkv * 3 + 2)
+    b_words = tl.zeros([GP, NP, 2], dtype=tl.int32)
+    for w in tl.static_range(NW):
+        # [D, 16] the Sylvester columns of word w's 16 dims
+        b_h = sylvester(o_d[:, None] & (w * 16 + o_16)[None, :], D.bit_length() - 1, HW_POPC)
+        b_y = tl.dot(b_x, b_h, input_precision=PRECISION) * inv_sqrt_d  # [GP, 16]
+        b_c = (b_y > t0).to(tl.int32) + (b_y > t1).to(tl.int32) + (b_y > t2).to(tl.int32)
+        b_word = tl.sum(b_c << (2 * o_16)[None, :], 1)  # [GP] dim j at bit 2 * (j % 16)
+        b_words = tl.where((o_w == w)[None, :, :], b_word[:, None, None], b_words)
+    return b_words
+
+
+# the lengths and counts a call's context decides are plain arguments, not specializations: one compiled
+# kernel serves every context (the app warms it once, at load)
+@triton.jit(do_not_specialize=["L", "K", "N_CHUNKS", "N_STEPS", "SINK", "RECENT", "stride_kb", "stride_kh"])
 def _scan_kernel(
     q_ptr,
+    t_ptr,
     k_ptr,
     valid_ptr,
     counts_ptr,
+    len_ptr,
     d_ptr,
     h_ptr,
+    base_ptr,
+    row_ptr,
+    done_ptr,
+    t0,
+    t1,
+    t2,
+    inv_sqrt_d,
     L,
+    K,
     HKV,
     N_CHUNKS,
     SINK,
@@ -67,38 +131,61 @@ def _scan_kernel(
     stride_kh,
     stride_vb,
     stride_cb,
+    stride_len,
     stride_d,
     GROUP: tl.constexpr,
+    GP: tl.constexpr,
+    D: tl.constexpr,
     NP: tl.constexpr,
     NW: tl.constexpr,
+    N_STEPS,
     BLOCK_L: tl.constexpr,
-    N_STEPS: tl.constexpr,
     NBINS: tl.constexpr,
     SHIFT: tl.constexpr,
+    ENCODE: tl.constexpr,
+    PER_HEAD: tl.constexpr,
+    PRECISION: tl.constexpr,
     HAS_VALID: tl.constexpr,
     HAS_COUNTS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    TILE: tl.constexpr,
     HW_POPC: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     i_c, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_hkv = i_bh // HKV, i_bh % HKV
+    if PDL:  # everything below reads what earlier kernels wrote
+        gdc_wait()
+        gdc_launch_dependents()
     o_j = tl.arange(0, 2)
     # [NP, 2] pair p holds words p and p + NP: each half of a token is one run, read as one vector
     o_w = tl.arange(0, NP)[:, None] + NP * o_j[None, :]
     m_w = (NP * o_j < NW)[None, :]  # [1, 2] only d = 16 (one word) lacks a second half; whole runs keep vectors
     o_bin = tl.arange(0, NBINS)
     p_k = k_ptr + tl.multiple_of(i_b * stride_kb + i_hkv * stride_kh, NW) + o_w[None, :, :]
+    # the row's written tokens: a prefix of n_valid (a fixed-capacity cache), else all L
+    n_valid = tl.load(len_ptr + i_b * stride_len).to(tl.int32) if HAS_LENGTHS else L
+    n_read = tl.minimum(n_valid, L)
     start = i_c * N_STEPS * BLOCK_L
     o_l = start + tl.arange(0, BLOCK_L)
     # [BLOCK_L, NP, 2] key words (rows of NW words), the next step's loaded while this one is scored
-    b_next = tl.load(p_k + o_l[:, None, None] * NW, mask=(o_l < L)[:, None, None] & m_w[None, :, :], other=0)
+    b_next = tl.load(p_k + o_l[:, None, None] * NW, mask=(o_l < n_read)[:, None, None] & m_w[None, :, :], other=0)
     # the group's query planes, made once (per head, [NP, 2] thermometer words and [NP] packed c > 2
     # words), and one histogram per head in the histogram's own layout: a [GROUP, NBINS] tile would
     # cost a layout conversion (shared memory, barriers) every step
+    if ENCODE:
+        b_words = _query_words(
+            q_ptr, t_ptr, t0, t1, t2, i_b, i_hkv, stride_qb, stride_qh, inv_sqrt_d, o_w,
+            GROUP, GP, D, NW, NP, PER_HEAD, PRECISION, HW_POPC,
+        )  # fmt: skip
     b_q01s = ()
     b_q2s = ()
     b_hists = ()
     for g in tl.static_range(GROUP):
-        b_q = tl.load(q_ptr + i_b * stride_qb + (i_hkv * GROUP + g) * stride_qh + o_w, mask=m_w, other=0)
+        if ENCODE:
+            b_q = tl.sum(tl.where((tl.arange(0, GP) == g)[:, None, None], b_words, 0), 0)  # [NP, 2]
+        else:
+            b_q = tl.load(q_ptr + i_b * stride_qb + (i_hkv * GROUP + g) * stride_qh + o_w, mask=m_w, other=0)
         b_q01, b_q2 = thermometer(b_q.to(tl.uint32, bitcast=True))
         b_q01s += (b_q01,)
         b_q2s += (tl.sum(b_q2 << o_j.to(tl.uint32)[None, :], 1),)
@@ -110,7 +197,7 @@ def _scan_kernel(
         o_l = start + i * BLOCK_L + tl.arange(0, BLOCK_L)
         m_l = o_l < L
         b_k = b_next
-        m_next = (o_l + BLOCK_L < L) & (i + 1 < N_STEPS)
+        m_next = o_l + BLOCK_L < tl.minimum(n_read, start + N_STEPS * BLOCK_L)  # within the row and the chunk
         b_next = tl.load(
             p_k + (o_l + BLOCK_L)[:, None, None] * NW, mask=m_next[:, None, None] & m_w[None, :, :], other=0
         )
@@ -118,12 +205,13 @@ def _scan_kernel(
         # the c > 2 planes use every other bit: a pair's two share one word, one popcount
         b_k2 = tl.sum(b_k2 << o_j.to(tl.uint32)[None, None, :], 2)  # [BLOCK_L, NP]
         # [BLOCK_L] padding, and the tokens always taken: given per token, or the first and last ones
-        m_excluded = (tl.load(valid_ptr + i_b * stride_vb + o_l, mask=m_l, other=1) == 0) if HAS_VALID else o_l < 0
+        m_valid = tl.load(valid_ptr + i_b * stride_vb + o_l, mask=m_l, other=1) != 0 if HAS_VALID else o_l < n_valid
+        m_excluded = ~m_valid
         if HAS_COUNTS:
             b_upto = tl.load(counts_ptr + i_b * stride_cb + o_l, mask=m_l, other=0) - before
             m_forced = forced_valid_tokens(~m_excluded, b_upto, total, SINK, RECENT)
         else:
-            m_forced = forced_tokens(o_l, L, SINK, RECENT)
+            m_forced = forced_tokens(o_l, n_valid, SINK, RECENT)
         b_updated = ()
         for g in tl.static_range(GROUP):
             # a token's three XOR words per pair (two thermometer halves, one c > 2 word) through a
@@ -145,26 +233,82 @@ def _scan_kernel(
     for g in tl.static_range(GROUP):
         b_hist = tl.where(o_bin == NBINS - 2, 0, b_hists[g])
         tl.store(h_ptr + ((i_bh * GROUP + g) * N_CHUNKS + i_c) * NBINS + o_bin, b_hist)
+    # the group's last program to finish finds its rows' thresholds: every thread's stores are issued
+    # before the count says this chunk is done, and the count's acquire makes the others' visible
+    tl.debug_barrier()
+    if tl.atomic_add(done_ptr + i_bh, 1, sem="acq_rel") == N_CHUNKS - 1:
+        for g in tl.static_range(GROUP):
+            threshold_row(h_ptr, base_ptr, row_ptr, i_bh * GROUP + g, K, N_CHUNKS, NBINS, TILE)
+        tl.store(done_ptr + i_bh, 0)  # ready for the next call
 
 
 @triton.jit
+def _finish_row(row_ptr, c_ptr, o_ptr, i_r, L, K, NBINS: tl.constexpr, SHIFT: tl.constexpr, FINE_BINS: tl.constexpr,
+                BLOCK: tl.constexpr):  # fmt: skip
+    """Row i_r's candidates (bin t's tokens, written by every split program: read from L2) complete the row."""
+    t = tl.load(row_ptr + i_r * 4)
+    need = tl.load(row_ptr + i_r * 4 + 1)
+    below = tl.load(row_ptr + i_r * 4 + 2)
+    n_cand = tl.where(t < NBINS - 1, tl.load(row_ptr + i_r * 4 + 3), 0)
+    o_f = tl.arange(0, FINE_BINS)
+    p_c = c_ptr + i_r * L
+    p_o = o_ptr + i_r * K
+    b_hist = tl.zeros([FINE_BINS], dtype=tl.int32)
+    for start in range(0, n_cand, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_cand
+        b_fine = tl.load(p_c + o_n, mask=m_n, other=0, cache_modifier=".cg") & ((1 << SHIFT) - 1)
+        b_hist += tl.histogram(tl.where(m_n, b_fine, 1 << SHIFT), FINE_BINS)
+    # the k-th distance's low bits, and how many candidates lie below it
+    t_fine = tl.min(tl.where(tl.cumsum(b_hist, 0) >= need, o_f, FINE_BINS), 0)
+    below_fine = tl.sum(tl.where(o_f < t_fine, b_hist, 0), 0)
+    # the candidates below t_fine, then the earliest ties while the row needs them, in token order
+    n_lt = tl.full([], 0, tl.int32)
+    n_eq = tl.full([], 0, tl.int32)
+    for start in range(0, n_cand, BLOCK):
+        o_n = start + tl.arange(0, BLOCK)
+        m_n = o_n < n_cand
+        b_c = tl.load(p_c + o_n, mask=m_n, other=0, cache_modifier=".cg")  # [BLOCK]
+        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
+        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
+        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
+        b_tie = n_eq + (b_rank >> 16) - 1
+        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
+        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
+        tl.store(p_o + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
+        n_lt += tl.sum(m_lt.to(tl.int32), 0)
+        n_eq += tl.sum(m_eq.to(tl.int32), 0)
+    # slots past the row's valid tokens: fewer of them than K
+    for first in range(below + tl.minimum(need, n_cand), K, BLOCK):
+        o_k = first + tl.arange(0, BLOCK)
+        tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+
+
+@triton.jit(do_not_specialize=["L", "K", "N_CHUNKS", "N_STEPS"])
 def _split_kernel(
     d_ptr,
     base_ptr,
     row_ptr,
     o_ptr,
     c_ptr,
+    done_ptr,
     L,
     K,
     N_CHUNKS,
     stride_d,
+    N_STEPS,
     NBINS: tl.constexpr,
     SHIFT: tl.constexpr,
     BLOCK: tl.constexpr,
-    N_STEPS: tl.constexpr,
     VEC: tl.constexpr,
+    FINE_BINS: tl.constexpr,
+    FINISH_BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     i_c, i_r = tl.program_id(0), tl.program_id(1)
+    if PDL:  # the scan's distances, thresholds and bases
+        gdc_wait()
+        gdc_launch_dependents()
     t = tl.load(row_ptr + i_r * 4)
     n_below = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2)
     n_cand = tl.load(base_ptr + (i_r * N_CHUNKS + i_c) * 2 + 1)
@@ -190,56 +334,22 @@ def _split_kernel(
         b_total = tl.sum(b_row, 0)
         n_below += b_total & 0xFFFF
         n_cand += b_total >> 16
-
-
-@triton.jit
-def _finish_kernel(
-    row_ptr, c_ptr, o_ptr, L, K, NBINS: tl.constexpr, SHIFT: tl.constexpr, FINE_BINS: tl.constexpr, BLOCK: tl.constexpr
-):
-    i_r = tl.program_id(0)
-    t = tl.load(row_ptr + i_r * 4)
-    need = tl.load(row_ptr + i_r * 4 + 1)
-    below = tl.load(row_ptr + i_r * 4 + 2)
-    n_cand = tl.where(t < NBINS - 1, tl.load(row_ptr + i_r * 4 + 3), 0)
-    o_f = tl.arange(0, FINE_BINS)
-    p_c = c_ptr + i_r * L
-    p_o = o_ptr + i_r * K
-    b_hist = tl.zeros([FINE_BINS], dtype=tl.int32)
-    for start in range(0, n_cand, BLOCK):
-        o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_cand
-        b_fine = tl.load(p_c + o_n, mask=m_n, other=0) & ((1 << SHIFT) - 1)
-        b_hist += tl.histogram(tl.where(m_n, b_fine, 1 << SHIFT), FINE_BINS)
-    # the k-th distance's low bits, and how many candidates lie below it
-    t_fine = tl.min(tl.where(tl.cumsum(b_hist, 0) >= need, o_f, FINE_BINS), 0)
-    below_fine = tl.sum(tl.where(o_f < t_fine, b_hist, 0), 0)
-    # the candidates below t_fine, then the earliest ties while the row needs them, in token order
-    n_lt = tl.full([], 0, tl.int32)
-    n_eq = tl.full([], 0, tl.int32)
-    for start in range(0, n_cand, BLOCK):
-        o_n = start + tl.arange(0, BLOCK)
-        m_n = o_n < n_cand
-        b_c = tl.load(p_c + o_n, mask=m_n, other=0)  # [BLOCK]
-        m_lt = m_n & ((b_c & ((1 << SHIFT) - 1)) < t_fine)
-        m_eq = m_n & ((b_c & ((1 << SHIFT) - 1)) == t_fine)
-        b_rank = tl.cumsum(m_lt.to(tl.int32) + (m_eq.to(tl.int32) << 16), 0)
-        b_tie = n_eq + (b_rank >> 16) - 1
-        b_pos = tl.where(m_lt, below + n_lt + (b_rank & 0xFFFF) - 1, below + below_fine + b_tie)
-        m_take = m_lt | (m_eq & (b_tie < need - below_fine))
-        tl.store(p_o + b_pos, (b_c >> SHIFT).to(tl.int64), mask=m_take)
-        n_lt += tl.sum(m_lt.to(tl.int32), 0)
-        n_eq += tl.sum(m_eq.to(tl.int32), 0)
-    # slots past the row's valid tokens: fewer of them than K
-    for first in range(below + tl.minimum(need, n_cand), K, BLOCK):
-        o_k = first + tl.arange(0, BLOCK)
-        tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
+    # the row's last program to finish completes it, once every chunk's candidates are written
+    tl.debug_barrier()
+    if tl.atomic_add(done_ptr + i_r, 1, sem="acq_rel") == N_CHUNKS - 1:
+        _finish_row(row_ptr, c_ptr, o_ptr, i_r, L, K, NBINS, SHIFT, FINE_BINS, FINISH_BLOCK)
+        tl.store(done_ptr + i_r, 0)  # ready for the next call
 
 
 class Scan(NamedTuple):
-    """The scan's outputs: int16 distances [B, Hq, L], coarse histograms [B * Hq, n_chunks, NBINS] and their layout."""
+    """The scan's outputs: int16 distances [B, Hq, L], coarse histograms [B * Hq, n_chunks, NBINS], each row's
+    threshold (rows int32 [B * Hq, 4]: t, ties to take, picks below t, tokens in bin t) and each chunk's starts
+    (bases int32 [B * Hq, n_chunks, 2]), and their layout."""
 
     dist: torch.Tensor
     hist: torch.Tensor
+    rows: torch.Tensor
+    bases: torch.Tensor
     chunk: int
     shift: int
 
@@ -251,28 +361,39 @@ def _chunking(length: int, groups: int, nw: int, launch: NearestLaunch) -> tuple
     return max(block, triton.next_power_of_2(triton.cdiv(length, n_chunks))), block
 
 
-def scan_distances(
-    q_codes: torch.Tensor,
-    k_codes: torch.Tensor,
-    sink: int = 0,
-    recent: int = 0,
-    valid: torch.Tensor | None = None,
-    launch: NearestLaunch = NearestLaunch(),
-) -> Scan:
-    """Pass 1 alone: distances of q_codes [B, Hq, d // 4] to k_codes [B, Hkv, L, d // 4] and their histograms."""
-    b, hq, nbytes = q_codes.shape
-    _, hkv, length, _ = k_codes.shape
-    q_words, k_words = words(q_codes), words(k_codes)
-    nw = q_words.shape[-1]
-    if k_words.stride(2) != nw or k_words.stride(1) % nw or k_words.stride(0) % nw:  # rows of whole tokens
-        k_words = k_words.contiguous()
+def _shift(nbytes: int, length: int, launch: NearestLaunch) -> int:
+    """How far the scan shifts a distance to bin it: the smallest shift that leaves bins NBINS - 2 and - 1 free."""
     max_distance = 3 * 4 * nbytes
     shift = 0
-    # bins NBINS - 2 (lanes past L) and NBINS - 1 (excluded) stay free
     while (max_distance + 1) >> shift > launch.coarse_bins - 3:
         shift += 1
     if (length - 1) << shift >= 2**31:
         raise ValueError(f"{length} tokens do not fit the candidates' int32 (token << {shift})")
+    return shift
+
+
+def _scan(
+    query: torch.Tensor,
+    thresholds: tuple[float, float, float] | torch.Tensor | None,
+    k_codes: torch.Tensor,
+    budget: int,
+    sink: int,
+    recent: int,
+    valid: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    launch: NearestLaunch,
+) -> Scan:
+    """Pass 1: query (codes [B, Hq, d // 4] uint8, or with `thresholds` floats [B, Hq, d] encoded in the scan)
+    against k_codes [B, Hkv, L, d // 4]: distances, histograms and each row's threshold for `budget`."""
+    encode = thresholds is not None
+    b, hq = query.shape[:2]
+    _, hkv, length, nbytes = k_codes.shape
+    k_words = words(k_codes)
+    nw = k_words.shape[-1]
+    if k_words.stride(2) != nw or k_words.stride(1) % nw or k_words.stride(0) % nw:  # rows of whole tokens
+        k_words = k_words.contiguous()
+    q_in = query if encode else words(query)
+    shift = _shift(nbytes, length, launch)
     chunk, block = _chunking(length, b * hkv, nw, launch)
     n_chunks = triton.cdiv(length, chunk)
     counts = None
@@ -281,42 +402,126 @@ def scan_distances(
         # per-row arithmetic itself
         counts = valid_counts(valid)
     valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)
+    device = k_codes.device
     # rows padded to 16 tokens: whole 32-byte vectors for the split kernel whatever L is
-    dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=q_codes.device)[..., :length]
-    hist = torch.empty(b * hq, n_chunks, launch.coarse_bins, dtype=torch.int32, device=q_codes.device)
+    dist = torch.empty(b, hq, triton.cdiv(length, 16) * 16, dtype=torch.int16, device=device)[..., :length]
+    hist = torch.empty(b * hq, n_chunks, launch.coarse_bins, dtype=torch.int32, device=device)
+    bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=device)  # (below, candidate) starts
+    rows = torch.empty(b * hq, 4, dtype=torch.int32, device=device)  # (t, need, below, in bin t)
+    table = thresholds.to(device=device, dtype=torch.float32).contiguous() if encode and isinstance(
+        thresholds, torch.Tensor) else None  # fmt: skip
+    edges = (0.0, 0.0, 0.0) if table is not None or not encode else tuple(float(t) for t in thresholds)
     group = hq // hkv
     _scan_kernel[(n_chunks, b * hkv)](
-        q_words,
+        q_in,
+        table,
         k_words,
         valid_u8,
         counts,
+        lengths,
         dist,
         hist,
+        bases,
+        rows,
+        zeroed("nearest-scan-done", b * hkv, device),
+        *edges,
+        1.0 / math.sqrt(4 * nbytes),
         length,
+        min(budget, length),
         hkv,
         n_chunks,
         sink,
         recent,
-        q_words.stride(0),
-        q_words.stride(1),
+        q_in.stride(0),
+        q_in.stride(1),
         k_words.stride(0),
         k_words.stride(1),
         0 if valid_u8 is None else valid_u8.stride(0),
         0 if counts is None else counts.stride(0),
+        0 if lengths is None or lengths.numel() == 1 else lengths.stride(0),
         dist.stride(1),
         GROUP=group,
+        GP=max(16, triton.next_power_of_2(group)),
+        D=4 * nbytes,
         NP=triton.cdiv(nw, 2),
         NW=nw,
         BLOCK_L=block,
         N_STEPS=chunk // block,
         NBINS=launch.coarse_bins,
         SHIFT=shift,
+        ENCODE=encode,
+        PER_HEAD=table is not None,
+        # fp16 and bf16 values are exact in tf32, so the dot stays exact there; fp32 needs ieee
+        PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
         HAS_VALID=valid_u8 is not None,
         HAS_COUNTS=counts is not None,
+        HAS_LENGTHS=lengths is not None,
+        TILE=THRESHOLD_TILE,
         HW_POPC=not interpreted(_scan_kernel),
+        PDL=pdl(_scan_kernel, device),
         num_warps=launch.scan_warps,
+        launch_pdl=pdl(_scan_kernel, device),
     )
-    return Scan(dist, hist, chunk, shift)
+    return Scan(dist, hist, rows, bases, chunk, shift)
+
+
+def scan_distances(
+    q_codes: torch.Tensor,
+    k_codes: torch.Tensor,
+    sink: int = 0,
+    recent: int = 0,
+    valid: torch.Tensor | None = None,
+    launch: NearestLaunch = NearestLaunch(),
+    budget: int = 1,
+) -> Scan:
+    """Pass 1 alone: distances of q_codes [B, Hq, d // 4] to k_codes [B, Hkv, L, d // 4], their histograms and
+    each row's threshold for `budget`."""
+    return _scan(q_codes, None, k_codes, budget, sink, recent, valid, None, launch)
+
+
+def _select(
+    query: torch.Tensor,
+    thresholds: tuple[float, float, float] | torch.Tensor | None,
+    k_codes: torch.Tensor,
+    budget: int,
+    sink: int,
+    recent: int,
+    valid: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    launch: NearestLaunch,
+) -> torch.Tensor:
+    """The scan, then the split kernel (whose last program a row finishes it): int64 [B, Hq, min(budget, L)]."""
+    b, hq = query.shape[:2]
+    length = k_codes.shape[2]
+    k = min(budget, length)
+    s = _scan(query, thresholds, k_codes, budget, sink, recent, valid, lengths, launch)
+    n_chunks, nbins = s.hist.shape[1:]
+    cand = torch.empty(b * hq, length, dtype=torch.int32, device=k_codes.device)  # token << shift | low bits
+    out = torch.empty(b, hq, k, dtype=torch.int64, device=k_codes.device)
+    block = min(launch.split_block, s.chunk)
+    enabled = pdl(_split_kernel, k_codes.device)
+    _split_kernel[(n_chunks, b * hq)](
+        s.dist,
+        s.bases,
+        s.rows,
+        out,
+        cand,
+        zeroed("nearest-split-done", b * hq, k_codes.device),
+        length,
+        k,
+        n_chunks,
+        s.dist.stride(1),
+        NBINS=nbins,
+        SHIFT=s.shift,
+        BLOCK=block,
+        N_STEPS=s.chunk // block,
+        VEC=8,  # 8 int16: 16-byte vectors
+        FINE_BINS=2 << s.shift,  # the low bits' 2**shift values, then one bin for lanes past the candidates
+        FINISH_BLOCK=launch.finish_block,
+        PDL=enabled,
+        launch_pdl=enabled,
+    )
+    return out
 
 
 def nearest(
@@ -327,45 +532,38 @@ def nearest(
     recent: int = 0,
     valid: torch.Tensor | None = None,
     launch: NearestLaunch = NearestLaunch(),
+    *,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The min(budget, L) keys nearest each query head by L1 code distance: int64 [B, Hq, K].
 
     q_codes [B, Hq, d // 4] uint8, k_codes [B, Hkv, L, d // 4] uint8 (query head h reads KV
     head h // (Hq // Hkv)); the first `sink` and last `recent` tokens are always taken;
     `valid` ([B, L] bool) counts those among valid tokens only and never takes an invalid one:
-    its slots are -1 when fewer than K tokens are valid. The same set as adamas.reference's
-    mark_forced, select (ties to the earliest tokens) and drop_excluded; the order within a
-    row is unspecified. Last dims must be contiguous; inputs are trusted (see adamas.ops).
+    its slots are -1 when fewer than K tokens are valid. `lengths` (int [B], or [1] for every
+    row, on the device) says the same of a row whose valid tokens are its first lengths[b], with
+    no mask to read and nothing to count: a fixed-capacity cache's written slots. The same set as
+    adamas.reference's mark_forced, select (ties to the earliest tokens) and drop_excluded; the
+    order within a row is unspecified. Last dims must be contiguous; inputs are trusted (see adamas.ops).
     """
-    b, hq, _ = q_codes.shape
-    length = k_codes.shape[2]
-    k = min(budget, length)
-    s = scan_distances(q_codes, k_codes, sink, recent, valid, launch)
-    _, n_chunks, nbins = s.hist.shape
-    bases = torch.empty(b * hq, n_chunks, 2, dtype=torch.int32, device=q_codes.device)  # (below, candidate) starts
-    rows = torch.empty(b * hq, 4, dtype=torch.int32, device=q_codes.device)  # (t, need, below, in bin t)
-    cand = torch.empty(b * hq, length, dtype=torch.int32, device=q_codes.device)  # token << shift | low bits
-    out = torch.empty(b, hq, k, dtype=torch.int64, device=q_codes.device)
-    group = triton.next_power_of_2(n_chunks)
-    threshold_kernel[(b * hq,)](s.hist, bases, rows, k, n_chunks, NBINS=nbins, GROUP=group)
-    block = min(launch.split_block, s.chunk)
-    _split_kernel[(n_chunks, b * hq)](
-        s.dist,
-        bases,
-        rows,
-        out,
-        cand,
-        length,
-        k,
-        n_chunks,
-        s.dist.stride(1),
-        NBINS=nbins,
-        SHIFT=s.shift,
-        BLOCK=block,
-        N_STEPS=s.chunk // block,
-        VEC=8,  # 8 int16: 16-byte vectors
-    )
-    # the low bits' 2**shift values, then one bin for lanes past the candidates
-    fine_bins = 2 << s.shift
-    _finish_kernel[(b * hq,)](rows, cand, out, length, k, nbins, s.shift, fine_bins, launch.finish_block)
-    return out
+    return _select(q_codes, None, k_codes, budget, sink, recent, valid, lengths, launch)
+
+
+def nearest_query(
+    q: torch.Tensor,
+    thresholds: tuple[float, float, float] | torch.Tensor,
+    k_codes: torch.Tensor,
+    budget: int,
+    sink: int = 0,
+    recent: int = 0,
+    valid: torch.Tensor | None = None,
+    launch: NearestLaunch = NearestLaunch(),
+    *,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`nearest` of the query itself, q [B, Hq, d] float, encoded inside the scan: no kernel of its own.
+
+    `thresholds`: three floats, or fp32 [Hkv, 3], KV head j's edges for its query heads (how a
+    cache layer's keys were encoded); the codes are adamas.kernels.encode's.
+    """
+    return _select(q, thresholds, k_codes, budget, sink, recent, valid, lengths, launch)

@@ -4,7 +4,8 @@ Each query head's K selected rows are cut into splits; one program per (batch, h
 split) gathers its rows block by block with an online softmax in fp32 and writes a
 partial (max, sum, accumulator); the splits are merged by log-sum-exp (adamas.kernels.split_k),
 by the head's last split to finish when few programs run (one launch less), else by
-split_k's merge kernel.
+split_k's merge kernel. On Hopper it launches with programmatic dependent launch, its launch
+overlapping the tail of the selection before it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from adamas.kernels.runtime import zeroed
+from adamas.kernels.runtime import pdl, zeroed
 from adamas.kernels.split_k import LOG2E, merge_head, merge_splits, rescale, split_partials
 
 MAX_SPLITS = 16
@@ -55,8 +57,12 @@ def _sparse_attention_partial_kernel(
     GROUP: tl.constexpr,
     D: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     i_bh, i_s = tl.program_id(0), tl.program_id(1)
+    if PDL:  # the selection kernel's indices
+        gdc_wait()
+        gdc_launch_dependents()
     i_b, i_h = i_bh // HQ, i_bh % HQ
     i_hkv = i_h // GROUP
     o_d = tl.arange(0, D)
@@ -132,6 +138,7 @@ def sparse_attention(
     out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
     # each head's count of finished splits, where its last split merges
     counts = zeroed("sparse-attention-count", b * hq, q.device) if b * hq * num_splits <= fused_merge_programs else None
+    enabled = pdl(_sparse_attention_partial_kernel, q.device)
     _sparse_attention_partial_kernel[(b * hq, num_splits)](
         q_ptr=q,
         k_ptr=k,
@@ -164,6 +171,8 @@ def sparse_attention(
         GROUP=hq // k.shape[1],
         D=d,
         BLOCK_K=block_k,
+        PDL=enabled,
+        launch_pdl=enabled,
     )
     if num_splits > 1 and counts is None:
         merge_splits(out, m_part, l_part, acc_part, num_splits)

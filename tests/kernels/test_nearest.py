@@ -141,3 +141,62 @@ def test_nearest_kernel_reads_a_cache_slice():
     valid = torch.ones(2, 300, dtype=torch.bool, device=DEVICE)[:, :129]
     idx = kernels.nearest(q_codes, k_codes, 50, 1, 4, valid)
     assert_same_sets(idx, expected_sets(q_codes, k_codes, 50, 1, 4, valid))
+
+
+def grouped_codes(q: torch.Tensor, hkv: int, thresholds) -> torch.Tensor:
+    """The reference's codes of q [B, Hq, d] (fp64 sums), query head h under KV head h // (Hq // Hkv)'s edges."""
+    b, hq, d = q.shape
+    grouped = q.double().reshape(b, hkv, hq // hkv, d)  # [B, Hkv, G, d]: per-head edges index dim 1
+    return reference.encode(grouped, thresholds).reshape(b, hq, d // 4)
+
+
+def off_the_edges(q: torch.Tensor, thresholds) -> torch.Tensor:
+    """[B, Hq] whether no value of hadamard(q) sits so near an edge that fp32 summation order could move it across."""
+    hq = q.shape[1]
+    edges = torch.as_tensor(thresholds, dtype=torch.float64, device=q.device)
+    y = reference.hadamard(q.double())  # [B, Hq, d]
+    spread = edges.repeat_interleave(hq // edges.shape[0], 0).view(1, hq, 1, 3) if edges.ndim == 2 else edges
+    return ((y[..., None] - spread).abs() > 1e-4 * (1 + y[..., None].abs())).all(-1).all(-1)
+
+
+QUERY_CASES = [(1, 4, 1, 300, 64), (3, 8, 2, 1000, 128), (2, 7, 1, 67, 16), (1, 14, 2, 257, 256)]
+
+
+@pytest.mark.parametrize("case", QUERY_CASES, ids=[case_id(c) for c in QUERY_CASES])
+@pytest.mark.parametrize("budget", [1, 100])
+@pytest.mark.parametrize(
+    ("per_head", "dtype"), [(False, torch.float32), (True, torch.bfloat16)], ids=["paper-fp32", "per-kv-head-bf16"]
+)
+def test_nearest_query_encodes_the_query_inside_the_scan(case, budget, per_head, dtype, blocks):
+    b, hq, hkv, length, d = case
+    gen = seeded("nearest-query", case, budget, per_head, dtype)
+    q = (torch.randn(b, hq, d, generator=gen) * 8).to(DEVICE, dtype)
+    thresholds = (-10.0, 0.0, 10.0)
+    if per_head:
+        thresholds = torch.sort(torch.randn(hkv, 3, generator=gen) * 6, dim=1).values.to(DEVICE)
+    k_codes = random_codes(b, hkv, length, d // 4, gen=gen)
+    idx = kernels.nearest_query(q, thresholds, k_codes, budget, launch=blocks)
+    want = expected_sets(grouped_codes(q, hkv, thresholds), k_codes, budget)
+    clear = off_the_edges(q, thresholds)
+    assert clear.float().mean() > 0.5, "too few query heads away from the edges to compare"
+    assert idx.shape == want.shape
+    assert_same_sets(idx[clear], want[clear.cpu()])
+
+
+@pytest.mark.parametrize(("sink", "recent"), [(0, 0), (2, 7)], ids=lambda v: str(v))
+@pytest.mark.parametrize("per_row", [False, True], ids=["one-length", "a-length-a-row"])
+@pytest.mark.parametrize("budget", [4, 150])
+def test_nearest_with_lengths_reads_only_the_written_prefix(sink, recent, per_row, budget, blocks):
+    """A fixed cache's rows: valid tokens are the first lengths[b]; what lies past them (stale codes) is never
+    taken, and sink and recent count from the prefix's ends, as with the same prefix given as a mask."""
+    if sink + recent > budget:
+        pytest.skip("the config forbids sink + recent > budget")
+    gen = seeded("lengths", sink, recent, per_row, budget)
+    capacity = 150
+    q_codes, k_codes = random_codes(3, 8, 16, gen=gen), random_codes(3, 2, capacity, 16, gen=gen)
+    written = [97, 3, 150] if per_row else [120]
+    lengths = torch.tensor(written, device=DEVICE)
+    valid = (torch.arange(capacity, device=DEVICE) < lengths[:, None]).expand(3, capacity)
+    idx = kernels.nearest(q_codes, k_codes, budget, sink, recent, lengths=lengths, launch=blocks)
+    assert_same_sets(idx, expected_sets(q_codes, k_codes, budget, sink, recent, valid))
+    assert (idx < lengths.view(-1, 1, 1)).all(), "a token past the written prefix was taken"
