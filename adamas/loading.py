@@ -34,6 +34,7 @@ def load_model(
     name: str | Path | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    warm: bool = True,
     **kwargs,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, in eval mode.
@@ -45,6 +46,7 @@ def load_model(
     `device_map="auto"` instead of `device`: accelerate places its layers over the GPUs
     (`max_memory={0: "70GiB", 1: "70GiB", "cpu": ...}` caps each; what does not fit is
     offloaded to the CPU, or to `offload_folder`), and each layer's cache lives on its device.
+    On a GPU, `warm` compiles the decode kernels now (adamas.warmup), not in the first request.
     """
     if device is not None and kwargs.get("device_map") is not None:
         raise ValueError(
@@ -75,9 +77,14 @@ def load_model(
         )
     if kwargs.get("device_map") is None:
         model.to(device)
+    model.eval()
     if device.type == "cpu":  # compiled now (or read from numba's disk cache), not in the first decode step
         cpu_decode.warm(head_dim(model.config), (dtype,))
-    return model.eval(), tokenizer
+    elif warm:  # the GPU decode's Triton kernels, compiled now rather than in the first request
+        from adamas import warmup  # here: adamas.warmup decodes with adamas.static, which imports this module
+
+        warmup.warm(model)
+    return model, tokenizer
 
 
 def head_dim(model_config) -> int:

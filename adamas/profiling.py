@@ -17,14 +17,16 @@ from adamas.static import GraphDecoder
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("encode", "estimate + select", "sparse attention", "dense attention", "rest of the model")
-"""encode: the query's and the new key's codes; dense attention: full attention (the dense layers', or every
-layer's in a full-attention step); rest of the model: every other kernel (projections, MLP, norms, LM head)."""
+STAGES = ("append + encode", "estimate + select", "sparse attention", "dense attention", "rest of the model")
+"""append + encode: the new K and V written to the cache with the new key's code (one kernel a layer on a fixed
+cache), and any encode kernel of its own (the query's, where the scan does not encode it); dense attention: full
+attention (the dense layers', or every layer's in a full-attention step); rest of the model: every other kernel
+(projections, MLP, norms, LM head)."""
 _KERNEL_STAGE = {
-    "_hadamard_encode_kernel": "encode",
+    "_append_kernel": "append + encode",
+    "_hadamard_encode_kernel": "append + encode",
     "_scan_kernel": "estimate + select",
     "_split_kernel": "estimate + select",
-    "_finish_kernel": "estimate + select",
     "_manhattan_kernel": "estimate + select",
     "_chunk_histogram_kernel": "estimate + select",
     "threshold_kernel": "estimate + select",

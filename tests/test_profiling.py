@@ -11,12 +11,13 @@ from adamas.static import GraphDecoder
 
 def test_kernels_are_sorted_into_stages_and_merges_follow_their_attention():
     kernels = [
-        ("_hadamard_encode_kernel_0d1d", 2.0),
+        ("_append_kernel_0d1d", 1.5),
+        ("_hadamard_encode_kernel_0d1d", 0.5),
         ("ampere_bf16_gemm", 10.0),
         ("_dense_attention_partial_kernel", 5.0),
         ("_merge_splits_kernel", 1.0),  # after a dense partial: dense
         ("_scan_kernel", 7.0),
-        ("_finish_kernel", 3.0),
+        ("_split_kernel", 3.0),
         ("threshold_kernel", 1.0),
         ("_sparse_attention_partial_kernel", 4.0),
         ("_merge_splits_kernel", 0.5),  # after a sparse partial: sparse
@@ -25,7 +26,7 @@ def test_kernels_are_sorted_into_stages_and_merges_follow_their_attention():
     times = stage_times(kernels)
     assert tuple(times) == STAGES
     assert times == {
-        "encode": 2.0,
+        "append + encode": 2.0,
         "estimate + select": 11.0,
         "sparse attention": 4.5,
         "dense attention": 6.0,

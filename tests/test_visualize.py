@@ -259,7 +259,10 @@ def _panels() -> dict[str, tuple[go.Figure, bool]]:
     rng = np.random.default_rng(0)
     estimated, true = _scores(4500)
     words = ["Netherfield", "\n\n", " the", " acknowledged", ","] * 900
-    stages = {"adamas": {"encode": 40.0, "estimate + select": 300.0, "rest of the model": 2500.0}, "full": {"x": 1.0}}
+    stages = {
+        "adamas": {"append + encode": 40.0, "estimate + select": 300.0, "rest of the model": 2500.0},
+        "full": {"x": 1.0},
+    }
     return {
         "document": (
             selected_token_heatmap(

@@ -78,7 +78,7 @@ def step_axis(steps: int, ticks: int = 8) -> dict[str, object]:
 
 
 STAGE_COLORS = {
-    "encode": "#9467bd",
+    "append + encode": "#9467bd",
     "estimate + select": "#ff7f0e",
     "sparse attention": ADAMAS_COLOR,
     "dense attention": FULL_COLOR,

@@ -23,7 +23,7 @@ from adamas.kernels.runtime import interpreted, pdl
 BLOCK_T = 16  # tokens per program: tl.dot's fewest rows
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _append_kernel(
     k_ptr,
     v_ptr,

@@ -25,7 +25,8 @@ PROGRAMS = 512  # programs to aim for over (batch, KV head, split): a few per SM
 MAX_SPLITS = 64  # splits per row at most: what the merge kernel reads at once
 
 
-@triton.jit
+# a context's counts are plain arguments: one compiled kernel serves every context
+@triton.jit(do_not_specialize=["L", "stride_valid", "CHUNK", "NUM_SPLITS"])
 def _dense_attention_partial_kernel(
     q_ptr,
     k_ptr,
@@ -164,4 +165,4 @@ def dense_attention(
         IEEE=q.dtype == torch.float32 or interpreted(_dense_attention_partial_kernel),
     )
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    return merge_splits(out, m_part, l_part, acc_part, num_splits)
+    return merge_splits(out, m_part, l_part, acc_part, num_splits, MAX_SPLITS)

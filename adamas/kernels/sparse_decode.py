@@ -24,7 +24,8 @@ MAX_SPLITS = 16
 FUSED_MERGE_PROGRAMS = 256
 
 
-@triton.jit
+# the budget's counts are plain arguments: one compiled kernel serves every budget and context
+@triton.jit(do_not_specialize=["K", "CHUNK", "NUM_SPLITS"])
 def _sparse_attention_partial_kernel(
     q_ptr,
     k_ptr,
@@ -51,7 +52,7 @@ def _sparse_attention_partial_kernel(
     stride_ob,
     stride_oh,
     CHUNK,
-    NUM_SPLITS: tl.constexpr,
+    NUM_SPLITS,
     S_PAD: tl.constexpr,
     FUSED_MERGE: tl.constexpr,
     GROUP: tl.constexpr,
@@ -166,7 +167,7 @@ def sparse_attention(
         stride_oh=out.stride(1),
         CHUNK=chunk,
         NUM_SPLITS=num_splits,
-        S_PAD=triton.next_power_of_2(num_splits),
+        S_PAD=MAX_SPLITS,
         FUSED_MERGE=counts is not None,
         GROUP=hq // k.shape[1],
         D=d,
@@ -175,5 +176,5 @@ def sparse_attention(
         launch_pdl=enabled,
     )
     if num_splits > 1 and counts is None:
-        merge_splits(out, m_part, l_part, acc_part, num_splits)
+        merge_splits(out, m_part, l_part, acc_part, num_splits, MAX_SPLITS)
     return out

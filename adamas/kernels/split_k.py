@@ -44,7 +44,7 @@ def merge_head(m_ptr, l_ptr, acc_ptr, i_bh, NUM_SPLITS, S_PAD: tl.constexpr, D: 
     return tl.sum(b_w[:, None] * b_acc, axis=0) / tl.sum(b_w * b_l, axis=0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NUM_SPLITS"])
 def _merge_splits_kernel(
     m_ptr,
     l_ptr,
@@ -70,9 +70,17 @@ def split_partials(rows: int, d: int, device: torch.device) -> tuple[torch.Tenso
 
 
 def merge_splits(
-    out: torch.Tensor, m_part: torch.Tensor, l_part: torch.Tensor, acc_part: torch.Tensor, num_splits: int
+    out: torch.Tensor,
+    m_part: torch.Tensor,
+    l_part: torch.Tensor,
+    acc_part: torch.Tensor,
+    num_splits: int,
+    max_splits: int | None = None,
 ) -> torch.Tensor:
-    """Join each (batch, head)'s split partials by log-sum-exp into out [B, Hq, d] (its dtype); return out."""
+    """Join each (batch, head)'s split partials by log-sum-exp into out [B, Hq, d] (its dtype); return out.
+
+    `max_splits` (a power of two, at least num_splits) pads the splits read: one compiled merge for every count.
+    """
     b, hq, d = out.shape
     _merge_splits_kernel[(b * hq,)](
         m_part,
@@ -83,7 +91,7 @@ def merge_splits(
         out.stride(0),
         out.stride(1),
         NUM_SPLITS=num_splits,
-        S_PAD=triton.next_power_of_2(num_splits),
+        S_PAD=max_splits or triton.next_power_of_2(num_splits),
         D=d,
     )
     return out
