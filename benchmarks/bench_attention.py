@@ -172,6 +172,14 @@ def bench_case(
         else:
             fused_step = functools.partial(adamas.decode_attention, fused_selection=FUSED_EVERYWHERE)
             fused_us = stage_us(fused_step, ["q", "k", "v", "k_codes"], config)
+
+        # the step in two kernels: the split kernel's last program per row attends too (kernels.nearest_attention)
+        def two_kernel_attention(q, k, v, k_codes, budget=budget):
+            return kernels.nearest_attention(q, thresholds, k_codes, k, v, budget, d**-0.5)
+
+        fused_attention_us = stage_us(two_kernel_attention, ["q", "k", "v", "k_codes"])
+        out_step = adamas.decode_attention(s0["q"], s0["k"], s0["v"], s0["k_codes"], config)
+        out_fused = two_kernel_attention(s0["q"], s0["k"], s0["v"], s0["k_codes"])[0]
         gathered = batch * hq * k * d * 2 * 2
         floor_us = (codes_bytes + gathered) / COPY_BANDWIDTH * 1e6
         record = {
@@ -184,6 +192,9 @@ def bench_case(
             "adamas_us_max": total["max"],
             "adamas_two_kernel_us": two_kernel_us,
             "adamas_fused_us": fused_us,
+            "adamas_attend_in_split_us": fused_attention_us,
+            "attend_in_split_max_error": (out_fused.float() - out_step.float()).abs().max().item(),
+            "speedup_attend_in_split": min(dense_us, split_k_us) / fused_attention_us,
             "dense_us": dense_us,
             "dense_split_k_us": split_k_us,
             "dense_masked_sdpa_us": masked_sdpa_us,
@@ -297,7 +308,7 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / f"attention_{device_slug()}.json"
     params = {k: v for k, v in vars(args).items() if k != "out"} | {"copy_bandwidth": COPY_BANDWIDTH}
     short = ["shape", "batch", "L", "budget", "dense_us", "adamas_us", "adamas_two_kernel_us", "speedup"]
-    short += ["nearest_us", "manhattan_select_us", "same_selection"]
+    short += ["adamas_attend_in_split_us", "nearest_us", "manhattan_select_us", "same_selection"]
     records, sweep = [], []
     grid = [(s, n, b, args.budgets) for s in args.shapes for b in args.batches for n in args.lengths]
     variants = list(SWEEP) if args.sweep == [] else args.sweep or []

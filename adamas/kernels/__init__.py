@@ -17,7 +17,7 @@ from adamas.kernels.code_distance import manhattan
 from adamas.kernels.dense_decode import dense_attention
 from adamas.kernels.hadamard_encode import encode, hadamard
 from adamas.kernels.histogram_select import select
-from adamas.kernels.scan_select import nearest, nearest_query
+from adamas.kernels.scan_select import nearest, nearest_attention, nearest_query
 from adamas.kernels.sparse_decode import sparse_attention
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "hadamard",
     "manhattan",
     "nearest",
+    "nearest_attention",
     "nearest_query",
     "select",
     "sparse_attention",

@@ -32,6 +32,7 @@ from adamas.kernels.bits import popcount, sylvester, thermometer, words
 from adamas.kernels.forced import forced_tokens, forced_valid_tokens
 from adamas.kernels.histogram import distance_bin, threshold_row
 from adamas.kernels.runtime import interpreted, pdl, zeroed
+from adamas.kernels.split_k import LOG2E, rescale
 from adamas.reference import valid_counts
 
 
@@ -284,6 +285,35 @@ def _finish_row(row_ptr, c_ptr, o_ptr, i_r, L, K, NBINS: tl.constexpr, SHIFT: tl
         tl.store(p_o + o_k, tl.full([BLOCK], -1, tl.int64), mask=o_k < K)
 
 
+@triton.jit
+def _attend_row(q_ptr, k_ptr, v_ptr, x_ptr, o_ptr, i_r, K, HQ, scale_log2, stride_qb, stride_qh, stride_kb, stride_kh,
+                stride_kl, stride_vb, stride_vh, stride_vl, stride_xb, stride_xh, GROUP: tl.constexpr,
+                D: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    """Row i_r's attention over its K selected rows (written by every split program: read from L2), stored to x."""
+    i_b, i_h = i_r // HQ, i_r % HQ
+    i_hkv = i_h // GROUP
+    o_d = tl.arange(0, D)
+    b_q = tl.load(q_ptr + i_b * stride_qb + i_h * stride_qh + o_d).to(tl.float32) * scale_log2  # [D]
+    p_k = k_ptr + i_b * stride_kb + i_hkv * stride_kh
+    p_v = v_ptr + i_b * stride_vb + i_hkv * stride_vh
+    b_m = tl.full([1], float("-inf"), dtype=tl.float32)
+    b_l = tl.zeros([1], dtype=tl.float32)
+    b_acc = tl.zeros([D], dtype=tl.float32)
+    for off in range(0, K, BLOCK_K):
+        o_k = off + tl.arange(0, BLOCK_K)
+        b_rows = tl.load(o_ptr + i_r * K + o_k, mask=o_k < K, other=-1, cache_modifier=".cg")
+        m_k = b_rows >= 0  # -1 marks a slot with no token
+        b_k = tl.load(p_k + b_rows[:, None] * stride_kl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
+        b_v = tl.load(p_v + b_rows[:, None] * stride_vl + o_d[None, :], mask=m_k[:, None], other=0.0).to(tl.float32)
+        b_s = tl.where(m_k, tl.sum(b_k * b_q[None, :], axis=1), float("-inf"))  # [BLOCK_K] in log2 units
+        b_m_new, b_m_safe, b_alpha = rescale(b_m, tl.max(b_s, axis=0))
+        b_p = tl.exp2(b_s - b_m_safe)
+        b_l = b_l * b_alpha + tl.sum(b_p, axis=0)
+        b_acc = b_acc * b_alpha + tl.sum(b_p[:, None] * b_v, axis=0)
+        b_m = b_m_new
+    tl.store(x_ptr + i_b * stride_xb + i_h * stride_xh + o_d, (b_acc / b_l).to(x_ptr.dtype.element_ty))
+
+
 @triton.jit(do_not_specialize=["L", "K", "N_CHUNKS", "N_STEPS"])
 def _split_kernel(
     d_ptr,
@@ -304,6 +334,26 @@ def _split_kernel(
     FINE_BINS: tl.constexpr,
     FINISH_BLOCK: tl.constexpr,
     PDL: tl.constexpr,
+    q_ptr=None,
+    k_ptr=None,
+    v_ptr=None,
+    x_ptr=None,
+    HQ=1,
+    scale_log2=1.0,
+    stride_qb=0,
+    stride_qh=0,
+    stride_kb=0,
+    stride_kh=0,
+    stride_kl=0,
+    stride_vb=0,
+    stride_vh=0,
+    stride_vl=0,
+    stride_xb=0,
+    stride_xh=0,
+    GROUP: tl.constexpr = 1,
+    D: tl.constexpr = 16,
+    BLOCK_K: tl.constexpr = 32,
+    ATTEND: tl.constexpr = False,
 ):
     i_c, i_r = tl.program_id(0), tl.program_id(1)
     if PDL:  # the scan's distances, thresholds and bases
@@ -339,6 +389,11 @@ def _split_kernel(
     if tl.atomic_add(done_ptr + i_r, 1, sem="acq_rel") == N_CHUNKS - 1:
         _finish_row(row_ptr, c_ptr, o_ptr, i_r, L, K, NBINS, SHIFT, FINE_BINS, FINISH_BLOCK)
         tl.store(done_ptr + i_r, 0)  # ready for the next call
+        if ATTEND:  # the step in two kernels: the row's attention too, once its own finish stores are in
+            tl.debug_barrier()
+            _attend_row(q_ptr, k_ptr, v_ptr, x_ptr, o_ptr, i_r, K, HQ, scale_log2, stride_qb, stride_qh, stride_kb,
+                        stride_kh, stride_kl, stride_vb, stride_vh, stride_vl, stride_xb, stride_xh, GROUP, D,
+                        BLOCK_K)  # fmt: skip
 
 
 class Scan(NamedTuple):
@@ -489,8 +544,12 @@ def _select(
     valid: torch.Tensor | None,
     lengths: torch.Tensor | None,
     launch: NearestLaunch,
-) -> torch.Tensor:
-    """The scan, then the split kernel (whose last program a row finishes it): int64 [B, Hq, min(budget, L)]."""
+    attend: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The scan, then the split kernel (whose last program a row finishes it): int64 [B, Hq, min(budget, L)].
+
+    With `attend` = (q, k, v, scale), that program also attends over the row: (output [B, Hq, d], indices).
+    """
     b, hq = query.shape[:2]
     length = k_codes.shape[2]
     k = min(budget, length)
@@ -500,6 +559,16 @@ def _select(
     out = torch.empty(b, hq, k, dtype=torch.int64, device=k_codes.device)
     block = min(launch.split_block, s.chunk)
     enabled = pdl(_split_kernel, k_codes.device)
+    extra = {}
+    if attend is not None:
+        q, keys, values, scale = attend
+        x = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        extra = dict(
+            q_ptr=q, k_ptr=keys, v_ptr=values, x_ptr=x, HQ=hq, scale_log2=scale * LOG2E, stride_qb=q.stride(0),
+            stride_qh=q.stride(1), stride_kb=keys.stride(0), stride_kh=keys.stride(1), stride_kl=keys.stride(2),
+            stride_vb=values.stride(0), stride_vh=values.stride(1), stride_vl=values.stride(2), stride_xb=x.stride(0),
+            stride_xh=x.stride(1), GROUP=hq // keys.shape[1], D=q.shape[-1], ATTEND=True,
+        )  # fmt: skip
     _split_kernel[(n_chunks, b * hq)](
         s.dist,
         s.bases,
@@ -520,8 +589,9 @@ def _select(
         FINISH_BLOCK=launch.finish_block,
         PDL=enabled,
         launch_pdl=enabled,
+        **extra,
     )
-    return out
+    return out if attend is None else (extra["x_ptr"], out)
 
 
 def nearest(
@@ -547,6 +617,26 @@ def nearest(
     order within a row is unspecified. Last dims must be contiguous; inputs are trusted (see adamas.ops).
     """
     return _select(q_codes, None, k_codes, budget, sink, recent, valid, lengths, launch)
+
+
+def nearest_attention(
+    q: torch.Tensor,
+    thresholds: tuple[float, float, float] | torch.Tensor,
+    k_codes: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    budget: int,
+    scale: float,
+    sink: int = 0,
+    recent: int = 0,
+    valid: torch.Tensor | None = None,
+    launch: NearestLaunch = NearestLaunch(),
+    *,
+    lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole decode step in two kernels: `nearest_query`, whose split kernel's last program a row also attends
+    over the row's selection (k, v [B, Hkv, L, d]): (output [B, Hq, d] in q's dtype, indices int64 [B, Hq, K])."""
+    return _select(q, thresholds, k_codes, budget, sink, recent, valid, lengths, launch, (q, k, v, scale))
 
 
 def nearest_query(

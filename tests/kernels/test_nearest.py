@@ -200,3 +200,22 @@ def test_nearest_with_lengths_reads_only_the_written_prefix(sink, recent, per_ro
     idx = kernels.nearest(q_codes, k_codes, budget, sink, recent, lengths=lengths, launch=blocks)
     assert_same_sets(idx, expected_sets(q_codes, k_codes, budget, sink, recent, valid))
     assert (idx < lengths.view(-1, 1, 1)).all(), "a token past the written prefix was taken"
+
+
+@pytest.mark.parametrize("case", [(1, 4, 1, 300, 64), (3, 8, 2, 1000, 128)], ids=case_id)
+@pytest.mark.parametrize("budget", [1, 100])
+def test_nearest_attention_attends_over_what_nearest_query_selects(case, budget, blocks):
+    """The step in two kernels: the split kernel's last program per row attends over the row's selection."""
+    b, hq, hkv, length, d = case
+    gen = seeded("nearest-attention", case, budget)
+    q = (torch.randn(b, hq, d, generator=gen) * 8).to(DEVICE)
+    k = (torch.randn(b, hkv, length + 5, d, generator=gen) * 8).to(DEVICE)[:, :, :length]  # a cache's slice
+    v = torch.randn(b, hkv, length, d, generator=gen).to(DEVICE)
+    k_codes = reference.encode(k, (-10.0, 0.0, 10.0))
+    lengths = torch.tensor([length - 7], device=DEVICE)  # the last slots unwritten
+    out, idx = kernels.nearest_attention(q, (-10.0, 0.0, 10.0), k_codes, k, v, budget, d**-0.5, 2, 3, lengths=lengths)
+    want = kernels.nearest_query(q, (-10.0, 0.0, 10.0), k_codes, budget, 2, 3, lengths=lengths, launch=blocks)
+    assert_same_sets(idx, want.sort(-1).values.cpu())
+    assert out.shape == q.shape and out.dtype == q.dtype
+    expected = reference.sparse_attention(q, k, v, idx, d**-0.5)
+    assert torch.allclose(out, expected, atol=1e-4, rtol=1e-4), (out - expected).abs().max()
