@@ -35,6 +35,7 @@ import torch
 import transformers
 
 import adamas
+from adamas.integration import CACHE_ARGUMENT
 from adamas.static import PREFILL_CHUNK, WARMUP_STEPS, GraphDecoder
 from benchmarks.common import device_slug, write_results
 from benchmarks.models import SHAPES, random_model, shape_config
@@ -136,8 +137,8 @@ def transformers_static_ms(model, context: int, batch: int, steps: int) -> dict:
         token = torch.zeros(batch, 1, dtype=torch.long, device=device)
 
         def step() -> None:
-            inputs = {"input_ids": token, "position_ids": position.view(1, 1).expand(batch, 1)}
-            logits = model(**inputs, cache_position=position, past_key_values=cache, use_cache=True).logits
+            inputs = {"input_ids": token, "position_ids": position.view(1, 1).expand(batch, 1), CACHE_ARGUMENT: cache}
+            logits = model(**inputs, cache_position=position, use_cache=True).logits
             token.copy_(logits[:, -1:].argmax(-1))
             position.add_(1)
 
